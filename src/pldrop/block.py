@@ -1,0 +1,134 @@
+"""The Switchable-Transformer block: skip the block, or run it with its branches rescaled by 1/p.
+
+Rather than wrapping a block in a new module (which would rename every parameter and break
+``state_dict`` / ``save_pretrained``), :func:`make_switchable` swaps the block's class for a
+subclass whose ``forward`` first consults the controller -- the technique
+``torch.nn.utils.parametrize`` uses. Parameter names, ``state_dict`` and the module object
+itself are unchanged; :func:`restore` swaps the original class back.
+
+In a training forward with gate G_i and keep probability p_i < 1:
+
+- G_i = 0 (dropped): the block returns its input, y = x. It does no forward, so autograd
+  records nothing and its parameters get no gradient (``grad is None``).
+- G_i = 1 (kept), Pre-LN families whose residual branches we know (``BRANCH_OUTPUTS``):
+  the paper's ST block, h = x + A(LN(x))/p ; y = h + F(LN(h))/p. The output of each branch's
+  last projection is divided by p before the residual add (dropout after it commutes with
+  the scaling).
+- G_i = 1 (kept), any other block (Post-LN BERT, DistilBERT, unknown models): the generic
+  rule y = x + (f(x) - x)/p, which rescales the block's total residual update by 1/p.
+  Both rules keep E[y] equal to the eval-mode output to first order.
+
+In eval mode, at p = 1 (θ = 1) or with the controller disabled, the original ``forward``
+runs untouched, so outputs are bit-identical to the unmodified model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+# Pre-LN blocks whose residual branches end in these submodules (dotted paths inside the
+# block); a path absent from a given instance (e.g. no cross-attention) is skipped.
+BRANCH_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "RobertaPreLayerNormLayer": ("attention.output.dense", "crossattention.output.dense", "output.dense"),
+    "GPT2Block": ("attn.c_proj", "crossattention.c_proj", "mlp.c_proj"),
+    "LlamaDecoderLayer": ("self_attn.o_proj", "mlp.down_proj"),
+    "MistralDecoderLayer": ("self_attn.o_proj", "mlp.down_proj"),
+    "Qwen2DecoderLayer": ("self_attn.o_proj", "mlp.down_proj"),
+    "Qwen3DecoderLayer": ("self_attn.o_proj", "mlp.down_proj"),
+}
+
+_CLASSES: dict[type, type] = {}  # original block class -> its switchable subclass
+
+
+def branch_outputs(block: nn.Module) -> list[nn.Module]:
+    """The modules ending each residual branch of a known Pre-LN block; [] if unknown."""
+    paths = BRANCH_OUTPUTS.get(type(block).__name__, ())
+    mods = []
+    for path in paths:
+        try:
+            mods.append(block.get_submodule(path))
+        except AttributeError:
+            continue
+    return mods
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
+    x = args[0] if args else kwargs.get("hidden_states", kwargs.get("x"))
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"PLD: cannot find the hidden states among the arguments of {type(x)}")
+    return x
+
+
+def _divide_output(p: float):
+    def hook(module, inputs, output):
+        return output / p
+
+    return hook
+
+
+class SwitchableBlock(nn.Module):
+    """Mixin placed in front of a block's own class; see the module docstring."""
+
+    _pld: Any  # the ProgressiveLayerDrop controller
+    _pld_index: int
+    _pld_orig_class: type
+    _pld_branches: list[nn.Module]
+    _pld_out_len: int | None  # length of the tuple the block returns, if it returns one
+
+    def forward(self, *args, **kwargs):
+        ctl = self._pld
+        if not (self.training and ctl.enabled):
+            return self._pld_run(args, kwargs)
+        i = self._pld_index
+        p = ctl.keep_probs[i]
+        if p >= 1.0:  # θ = 1: nothing to drop, nothing to rescale
+            return self._pld_run(args, kwargs)
+        if ctl.last_kept is None:  # the block was called outside the model's forward
+            ctl.draw()
+        if not ctl.last_kept[i]:
+            x = _first_tensor(args, kwargs)  # (B, T, H)
+            if self._pld_out_len is None:
+                return x
+            return (x,) + (None,) * (self._pld_out_len - 1)  # placeholders for attentions/caches
+        if not ctl.rescale:
+            return self._pld_run(args, kwargs)
+        if self._pld_branches:
+            handles = [m.register_forward_hook(_divide_output(p)) for m in self._pld_branches]
+            try:
+                return self._pld_run(args, kwargs)
+            finally:
+                for h in handles:
+                    h.remove()
+        x = _first_tensor(args, kwargs)
+        out = self._pld_run(args, kwargs)
+        y = out if isinstance(out, torch.Tensor) else out[0]
+        y = x + (y - x) / p  # generic rule: rescale the block's whole residual update
+        return y if isinstance(out, torch.Tensor) else (y,) + tuple(out[1:])
+
+    def _pld_run(self, args, kwargs):
+        out = super().forward(*args, **kwargs)
+        self._pld_out_len = None if isinstance(out, torch.Tensor) else len(out)
+        return out
+
+
+def make_switchable(block: nn.Module, controller: Any, index: int) -> None:
+    """Turn ``block`` into a switchable block in place (same object, same parameters)."""
+    cls = type(block)
+    if isinstance(block, SwitchableBlock):
+        raise ValueError(f"block {index} ({cls.__name__}) already has PLD applied; call remove_pld first")
+    if cls not in _CLASSES:
+        _CLASSES[cls] = type(cls.__name__, (SwitchableBlock, cls), {"__module__": cls.__module__})
+    block._pld_orig_class = cls
+    block._pld, block._pld_index = controller, index
+    block._pld_branches, block._pld_out_len = branch_outputs(block), None
+    block.__class__ = _CLASSES[cls]
+
+
+def restore(block: nn.Module) -> None:
+    """Undo :func:`make_switchable`: the original class back, our attributes gone."""
+    block.__class__ = block._pld_orig_class
+    for name in ("_pld", "_pld_index", "_pld_orig_class", "_pld_branches", "_pld_out_len"):
+        block.__dict__.pop(name, None)

@@ -1,0 +1,1 @@
+"""Integrations with trainers and launchers: HF Trainer callback, DeepSpeed configs."""

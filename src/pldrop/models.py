@@ -1,0 +1,133 @@
+"""Models to pretrain from scratch: transformers' own BERT classes, sized by preset.
+
+- ``"pld"`` arm (and ``"preln"``): Pre-LN ``RobertaPreLayerNormForMaskedLM`` -- LayerNorm on each
+  sub-layer's input, the residual path untouched, a final LayerNorm: the paper's ST block shape.
+- ``"baseline"`` arm: the paper's baseline, Post-LN ``BertForMaskedLM``.
+
+Plus :func:`masked_lm_loss`, which projects only the masked positions onto the vocabulary:
+output-equivalent to the HF head on all positions, and several times cheaper (the
+vocabulary projection dominates the fixed, non-block cost of a step).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import UserError
+
+# (layers, hidden, heads); intermediate = 4 * hidden as in BERT.
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (2, 64, 2),  # tests
+    "narrow": (12, 128, 2),  # 12 blocks, like BERT-base in depth: the `pldrop compare` default
+    "mini": (4, 256, 4),  # BERT-mini
+    "small": (4, 512, 8),  # BERT-small
+    "medium": (8, 512, 8),  # BERT-medium
+    "base": (12, 768, 12),  # BERT-base, the paper's model
+}
+ARMS = ("baseline", "pld", "preln", "postln-pld")  # preln = Pre-LN without PLD (an ablation)
+
+
+def preset_config(preset: str, arm: str, vocab_size: int, seq_len: int = 128, **overrides: Any):
+    """An HF config for ``preset`` and ``arm`` (Post-LN BERT for baseline, Pre-LN RoBERTa else).
+
+    >>> cfg = preset_config("tiny", "pld", vocab_size=99)
+    >>> type(cfg).__name__, cfg.num_hidden_layers, cfg.hidden_size, cfg.intermediate_size
+    ('RobertaPreLayerNormConfig', 2, 64, 256)
+    """
+    from transformers import BertConfig, RobertaPreLayerNormConfig
+
+    if preset not in PRESETS:
+        raise UserError(f"preset={preset!r} is not known: use one of {', '.join(PRESETS)} or a config file")
+    if arm not in ARMS:
+        raise UserError(f"arm={arm!r} is not known: use one of {', '.join(ARMS)}")
+    layers, hidden, heads = PRESETS[preset]
+    kwargs = dict(
+        vocab_size=vocab_size,
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=4 * hidden,
+        max_position_embeddings=seq_len + 2,  # RoBERTa offsets positions by padding_idx + 1
+        type_vocab_size=1,
+        pad_token_id=0,
+    )
+    kwargs.update(overrides)
+    post_ln = arm in ("baseline", "postln-pld")
+    return BertConfig(**kwargs) if post_ln else RobertaPreLayerNormConfig(**kwargs)
+
+
+def build_model(
+    arm: str,
+    vocab_size: int,
+    preset: str = "tiny",
+    config_file: str | Path | None = None,
+    seq_len: int = 128,
+    seed: int = 0,
+    **overrides: Any,
+) -> nn.Module:
+    """A freshly initialised masked-LM for ``arm`` from a preset or an HF ``config.json``.
+
+    Args:
+        arm: ``baseline`` (Post-LN BERT), ``pld`` / ``preln`` (Pre-LN RoBERTa), or ``postln-pld``.
+        vocab_size: the tokenizer's vocabulary size.
+        preset: one of ``PRESETS``; ignored when ``config_file`` is given.
+        config_file: an HF config JSON (its ``model_type`` must be ``bert`` or
+            ``roberta-prelayernorm``); vocab size and overrides still apply.
+        seq_len: longest sequence, sets ``max_position_embeddings``.
+        seed: seeds the initialisation, so both arms of a comparison are reproducible.
+    """
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise UserError(f"model config file {str(path)!r} does not exist")
+        try:
+            raw = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise UserError(f"model config file {str(path)!r} is not valid JSON: {e}") from None
+        if raw.get("model_type") not in ("bert", "roberta-prelayernorm"):
+            raise UserError(
+                f"model config {str(path)!r} has model_type={raw.get('model_type')!r}; "
+                "use 'bert' (Post-LN) or 'roberta-prelayernorm' (Pre-LN)"
+            )
+        raw.update(vocab_size=vocab_size, **overrides)
+        config = AutoConfig.for_model(**raw)
+    else:
+        config = preset_config(preset, arm, vocab_size, seq_len, **overrides)
+    torch.manual_seed(seed)
+    return AutoModelForMaskedLM.from_config(config)
+
+
+def _head(model: nn.Module) -> nn.Module:
+    for name in ("cls", "lm_head"):  # BertForMaskedLM / RobertaPreLayerNormForMaskedLM
+        if hasattr(model, name):
+            return getattr(model, name)
+    raise TypeError(f"{type(model).__name__} has no masked-LM head (cls or lm_head)")
+
+
+def masked_lm_loss(
+    model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MLM loss with the vocabulary projection computed on masked positions only.
+
+    Runs the model's encoder, gathers the N positions whose label is not -100 and applies the
+    model's own MLM head to those alone. Equal (up to float rounding) to the HF model's
+    ``loss`` with ``labels``, which projects all B*T positions.
+
+    Returns:
+        (mean cross-entropy, logits (N, V), labels (N,)).
+    """
+    base = model.base_model
+    hidden = base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, H)
+    sel = labels != -100  # (B, T)
+    picked = hidden[sel]  # (N, H)
+    target = labels[sel]  # (N,)
+    logits = _head(model)(picked)  # (N, V)
+    return F.cross_entropy(logits.float(), target), logits, target
