@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import tiny_models
+from tiny_hf import tiny_models
 
 import pldrop
 from pldrop.block import SwitchableBlock

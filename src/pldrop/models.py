@@ -131,3 +131,39 @@ def masked_lm_loss(
     target = labels[sel]  # (N,)
     logits = _head(model)(picked)  # (N, V)
     return F.cross_entropy(logits.float(), target), logits, target
+
+
+class MaskedLMLoss(nn.Module):
+    """``forward(input_ids, attention_mask, labels) -> (loss, n_correct, n_masked)`` for a model.
+
+    Wraps :func:`masked_lm_loss` in a module so DistributedDataParallel can wrap it (gradient
+    synchronisation needs the forward to go through the DDP wrapper).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, labels):
+        loss, logits, target = masked_lm_loss(self.model, input_ids, attention_mask, labels)
+        correct = (logits.argmax(-1) == target).sum()
+        return loss, correct, target.numel()
+
+
+def train_flops(config: Any, batch_size: int, seq_len: int, n_masked: int, blocks_run: float) -> float:
+    """Matmul FLOPs of one training step (forward + backward = 3x forward), counted from shapes.
+
+    Per block, per token: Q, K, V, O projections 8H², feed-forward 4HI; attention scores and
+    weighted sum 4TH. The masked-only head: 2H² + 2HV per masked token. Embeddings, norms and
+    softmax are ignored (a few percent at most).
+
+    >>> from transformers import BertConfig
+    >>> cfg = BertConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, vocab_size=30522)
+    >>> round(train_flops(cfg, 1, 128, 20, 12) / 1e9, 1)  # GFLOPs per 128-token sequence
+    69.9
+    """
+    H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size
+    tokens = batch_size * seq_len
+    block = tokens * (8 * H * H + 4 * H * I) + batch_size * 4 * seq_len * seq_len * H
+    head = n_masked * (2 * H * H + 2 * H * V)
+    return 3.0 * (blocks_run * block + head)

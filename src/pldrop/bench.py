@@ -1,0 +1,251 @@
+"""Step-time benchmark: full training steps (forward, backward, AdamW) with and without PLD.
+
+Every arm runs on the same batch and its steps are interleaved (a seeded shuffle per round),
+so machine noise hits all arms alike; we report medians. Arms:
+
+- ``untouched``: the plain HF Pre-LN model (no PLD applied), MLM head on masked positions only;
+- ``pld@θ``: the same architecture under ``apply_pld`` with θ held fixed;
+- ``fixed``: every block skipped -- the step's fixed cost (embeddings, head, loss, optimizer);
+- with ``head="both"``, also ``untouched/full-head`` and ``fixed/full-head``: the HF head on
+  all B*T positions, to measure what the masked-only head saves.
+
+The saving PLD should give follows from the blocks that actually ran:
+predicted time = fixed + kept·(untouched - fixed)/L; we report realised vs predicted saving.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import random
+import statistics
+import sys
+import time
+from typing import Any
+
+import torch
+
+from .models import build_model, masked_lm_loss
+from .schedule import gamma_for_steps, keep_probs, theta
+from .surgery import apply_pld
+
+TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
+
+
+def reexec_with_tcmalloc() -> None:
+    """Restart this process with tcmalloc preloaded, if available and not already there.
+
+    glibc malloc page-faults heavily on these step sizes and makes CPU timings swing by
+    tens of percent; tcmalloc keeps them stable. Set PLDROP_NO_TCMALLOC=1 to skip.
+    """
+    if os.environ.get("PLDROP_NO_TCMALLOC") or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
+        return
+    if not os.path.exists(TCMALLOC) or platform.system() != "Linux":
+        return
+    env = dict(os.environ, LD_PRELOAD=(TCMALLOC + " " + os.environ.get("LD_PRELOAD", "")).strip())
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+
+def _batch(batch_size: int, seq_len: int, vocab: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, vocab, (batch_size, seq_len), generator=g)
+    labels = torch.full_like(ids, -100)
+    sel = torch.rand(ids.shape, generator=g) < 0.15
+    labels[sel] = ids[sel]
+    return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
+
+
+def _step(model, opt, batch, full_head: bool, autocast: bool) -> None:
+    with torch.autocast("cpu" if not torch.cuda.is_available() else "cuda", torch.bfloat16, enabled=autocast):
+        if full_head:
+            loss = model(**batch).loss
+        else:
+            loss = masked_lm_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])[0]
+    loss.backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+
+def time_steps(
+    preset: str = "base",
+    batch_size: int = 8,
+    seq_len: int = 128,
+    thetas: tuple[float, ...] = (1.0, 0.75, 0.5),
+    repeats: int = 10,
+    warmup: int = 2,
+    head: str = "both",
+    bf16: bool = False,
+    vocab_size: int = 30522,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Time interleaved training steps; returns a JSON-able dict (see module docstring)."""
+    from tqdm.auto import tqdm
+
+    dev = torch.device(device)
+    batch = {k: v.to(dev) for k, v in _batch(batch_size, seq_len, vocab_size, seed).items()}
+    plain = build_model("preln", vocab_size, preset, seq_len=seq_len, seed=seed).to(dev).train()
+    pld = copy.deepcopy(plain)
+    ctl = apply_pld(pld, theta_bar=min(thetas), gamma=0.0, seed=seed)
+    L = ctl.num_layers
+    opts = {
+        "plain": torch.optim.AdamW(plain.parameters(), lr=1e-4),
+        "pld": torch.optim.AdamW(pld.parameters(), lr=1e-4),
+    }
+
+    calls = iter(range(10**9))  # a fresh step number per call, so each call draws new gates
+
+    def run_pld(th: float | None, full_head=False):
+        def fn():
+            ctl.step(next(calls))
+            ctl.keep_probs = [0.0] * L if th is None else keep_probs(th, L)  # θ held fixed
+            _step(pld, opts["pld"], batch, full_head, bf16)
+            return sum(ctl.last_kept)
+
+        return fn
+
+    def run_plain(full_head=False):
+        def fn():
+            _step(plain, opts["plain"], batch, full_head, bf16)
+            return L
+
+        return fn
+
+    arms = {"untouched": run_plain(), "fixed": run_pld(None)}
+    arms.update({f"pld@{th:g}": run_pld(th) for th in thetas})
+    if head == "both":
+        arms["untouched/full-head"] = run_plain(True)
+        arms["fixed/full-head"] = run_pld(None, True)
+
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    kept: dict[str, list[int]] = {a: [] for a in arms}
+    rng = random.Random(seed)
+    order = list(arms)
+    total = (warmup + repeats) * len(order)
+    with tqdm(total=total, desc=f"bench {preset} b{batch_size}", disable=not progress, unit="step") as bar:
+        for r in range(warmup + repeats):
+            rng.shuffle(order)
+            for a in order:
+                sync()
+                t0 = time.perf_counter()
+                k = arms[a]()
+                sync()
+                dt = time.perf_counter() - t0
+                if r >= warmup:
+                    times[a].append(dt)
+                    kept[a].append(int(k))
+                bar.update(1)
+
+    med = {a: statistics.median(v) for a, v in times.items()}
+    t_full, t_fixed = med["untouched"], med["fixed"]
+    t_block = (t_full - t_fixed) / L
+    rows = []
+    for th in thetas:
+        a = f"pld@{th:g}"
+        mean_kept = statistics.fmean(kept[a])
+        predicted = t_fixed + mean_kept * t_block
+        realised_saving = 1 - med[a] / t_full
+        predicted_saving = 1 - predicted / t_full
+        rows.append({
+            "theta": th,
+            "arm": a,
+            "median_s": med[a],
+            "mean_kept": mean_kept,
+            "expected_kept": sum(keep_probs(th, L)),
+            "realised_saving": realised_saving,
+            "predicted_saving": predicted_saving,
+            "efficiency": realised_saving / predicted_saving if predicted_saving > 1e-9 else None,
+        })
+    result = {
+        "settings": {
+            "preset": preset, "layers": L, "batch_size": batch_size, "seq_len": seq_len, "bf16": bf16,
+            "repeats": repeats, "warmup": warmup, "vocab_size": vocab_size, "device": str(dev),
+        },
+        "machine": machine_info(),
+        "median_s": med,
+        "iqr_s": {a: _iqr(v) for a, v in times.items()},
+        "times_s": times,
+        "fixed_fraction": t_fixed / t_full,
+        "block_s": t_block,
+        "rows": rows,
+    }
+    if head == "both":
+        result["head"] = {
+            "fixed_full_head_s": med["fixed/full-head"],
+            "fixed_masked_head_s": t_fixed,
+            "fixed_cost_ratio": med["fixed/full-head"] / t_fixed,
+            "step_ratio_full_over_masked": med["untouched/full-head"] / t_full,
+        }
+    return result
+
+
+def schedule_saving(result: dict[str, Any], total_steps: int, theta_bar: float = 0.5) -> dict[str, float]:
+    """Average predicted saving over a whole run (θ from 1 to θ̄, γ = 100/T), from measured costs."""
+    L = result["settings"]["layers"]
+    t_full, t_fixed, t_block = result["median_s"]["untouched"], result["median_s"]["fixed"], result["block_s"]
+    g = gamma_for_steps(total_steps)
+    per_step = [t_fixed + sum(keep_probs(theta(t, theta_bar, g), L)) * t_block for t in range(total_steps)]
+    avg = statistics.fmean(per_step)
+    return {"total_steps": total_steps, "theta_bar": theta_bar, "gamma": g, "mean_step_s": avg,
+            "saving": 1 - avg / t_full}
+
+
+def _iqr(v: list[float]) -> float:
+    if len(v) < 4:
+        return 0.0
+    q = statistics.quantiles(v, n=4)
+    return q[2] - q[0]
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "tcmalloc": "tcmalloc" in os.environ.get("LD_PRELOAD", ""),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """A markdown table of one :func:`time_steps` result."""
+    s = result["settings"]
+    med = result["median_s"]
+    lines = [
+        f"{s['preset']} (L={s['layers']}), batch {s['batch_size']}, seq {s['seq_len']}, "
+        f"{'bf16' if s['bf16'] else 'fp32'}, {result['machine']['threads']} threads, "
+        f"{s['repeats']} interleaved steps per arm (medians)",
+        "",
+        f"untouched step {med['untouched']:.3f} s; fixed cost (no blocks) {med['fixed']:.3f} s "
+        f"= {100 * result['fixed_fraction']:.1f} % of a step",
+        "",
+        "| θ | step (s) | blocks run | saving realised | saving predicted | realised / predicted |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        eff = "n/a" if r["efficiency"] is None else f"{100 * r['efficiency']:.0f} %"
+        lines.append(
+            f"| {r['theta']:g} | {r['median_s']:.3f} | {r['mean_kept']:.2f} / {s['layers']} | "
+            f"{100 * r['realised_saving']:.1f} % | {100 * r['predicted_saving']:.1f} % | {eff} |"
+        )
+    if "head" in result:
+        h = result["head"]
+        lines += [
+            "",
+            f"MLM head on all positions: fixed cost {h['fixed_full_head_s']:.3f} s vs {h['fixed_masked_head_s']:.3f} s "
+            f"masked-only ({h['fixed_cost_ratio']:.2f}x); full step {h['step_ratio_full_over_masked']:.2f}x slower.",
+        ]
+    return "\n".join(lines)

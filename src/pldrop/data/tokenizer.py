@@ -1,0 +1,107 @@
+"""Train a BERT-style WordPiece tokenizer on a corpus, save it, load it back.
+
+The tokenizer is built with Hugging Face ``tokenizers`` exactly as BERT's is (BertNormalizer,
+BertPreTokenizer, WordPiece with ``##`` continuations, ``[CLS] A [SEP] B [SEP]`` template) and
+wrapped as a ``transformers`` ``BertTokenizerFast``, so ``AutoTokenizer.from_pretrained(dir)``
+loads it and returns ``token_type_ids`` for sentence pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from pldrop.errors import UserError
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+MODEL_MAX_LENGTH = 512  # BERT's position-embedding size; fine-tuning truncates to this
+
+
+def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, lowercase: bool = True,
+                    out_dir: str | Path | None = None, *, min_frequency: int = 2,
+                    show_progress: bool = False):
+    """Train a WordPiece vocabulary on ``texts`` and return it as a ``BertTokenizerFast``.
+
+    Args:
+        texts: documents (any iterable; it is consumed once, streaming).
+        vocab_size: target vocabulary size, special tokens included. A small corpus can give
+            fewer entries; ``len(tokenizer)`` is the size to build the model with.
+        lowercase: lowercase and strip accents (uncased BERT) or keep case (cased BERT).
+        out_dir: if given, ``save_pretrained`` the tokenizer there.
+        min_frequency: a merge must occur at least this often to enter the vocabulary.
+        show_progress: let ``tokenizers`` draw its own progress bar.
+
+    The special tokens get ids 0..4 in the order ``[PAD] [UNK] [CLS] [SEP] [MASK]``.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertTokenizerFast
+
+    if not isinstance(vocab_size, int) or vocab_size < 32:
+        raise UserError(f"vocab_size must be an integer >= 32, got {vocab_size!r}")
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    # strip_accents=None follows `lowercase`, as BertTokenizerFast rebuilds it on load.
+    tok.normalizer = normalizers.BertNormalizer(clean_text=True, handle_chinese_chars=True,
+                                                strip_accents=None, lowercase=lowercase)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                        special_tokens=SPECIAL_TOKENS, show_progress=show_progress,
+                                        continuing_subword_prefix="##")
+    tok.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    tok.decoder = decoders.WordPiece(prefix="##")
+    fast = BertTokenizerFast(tokenizer_object=tok, do_lower_case=lowercase, strip_accents=None,
+                             unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                             sep_token="[SEP]", mask_token="[MASK]",
+                             model_max_length=MODEL_MAX_LENGTH)
+    if out_dir is not None:
+        fast.save_pretrained(str(out_dir))
+    return fast
+
+
+def load_tokenizer(path: str | Path):
+    """Load a saved tokenizer folder with ``AutoTokenizer`` and check it can do MLM.
+
+    Args:
+        path: a folder written by ``save_pretrained`` (holding ``tokenizer.json`` or a
+            ``tokenizer_config.json`` with vocabulary files).
+
+    Raises:
+        UserError: the folder is missing, holds no tokenizer, or the tokenizer lacks one of
+            the special tokens MLM pretraining needs (mask, cls, sep, pad).
+    """
+    from transformers import AutoTokenizer
+
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"tokenizer folder not found: {path}; pass a folder written by save_pretrained")
+    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
+        raise UserError(f"no tokenizer in {path} (no tokenizer.json or tokenizer_config.json); "
+                        "pass a folder written by save_pretrained")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(folder))
+    except Exception as e:  # transformers raises OSError/ValueError/KeyError here
+        raise UserError(f"cannot load the tokenizer in {path} ({type(e).__name__}: "
+                        f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''})") from None
+    for name in ("mask_token", "cls_token", "sep_token", "pad_token"):
+        if getattr(tok, f"{name}_id", None) is None:
+            raise UserError(f"the tokenizer in {path} has no {name}; MLM pretraining needs "
+                            "mask, cls, sep and pad tokens")
+    return tok
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    """A hex digest of what decides token ids: vocabulary, normalizer, pre-tokenizer, added tokens.
+
+    Padding/truncation settings are left out, so the digest is the same before and after a
+    ``save_pretrained`` / ``from_pretrained`` round trip.
+    """
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    for key in ("truncation", "padding", "post_processor", "decoder"):
+        state.pop(key, None)
+    blob = json.dumps(state, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()

@@ -1,0 +1,117 @@
+"""Checkpoints that survive a kill at any moment and never unpickle arbitrary objects.
+
+Layout under ``<run>/checkpoints/``: one folder per checkpoint (``step-000120/`` with
+``model.safetensors``, ``optimizer.pt``, ``rng.pt`` and ``state.json``) and ``latest.json``
+naming the newest complete one. A checkpoint folder is written under a temporary name and
+renamed into place, then ``latest.json`` is replaced atomically (temporary file, then
+``os.replace``); only then are older folders removed. A kill at any point leaves the last
+good checkpoint in place. ``state.json`` records each file's SHA-256, so a truncated or
+edited file is refused on load; tensors load through safetensors and
+``torch.load(weights_only=True)``, never plain pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import UserError
+
+FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_write(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so readers see the old or the new content, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    _fsync_write(tmp, text)
+    os.replace(tmp, path)
+
+
+def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    state: dict[str, Any], keep: int = 2) -> Path:
+    """Write a checkpoint for ``state['step']`` under ``root`` and point ``latest.json`` at it."""
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{int(state['step']):07d}"
+    tmp = root / f".{name}.tmp-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    # clone: tied weights (embeddings / decoder) share storage, which safetensors refuses
+    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+    save_file(tensors, str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    torch.save(rng, tmp / "rng.pt")
+    state = dict(state, files={f: _sha256(tmp / f) for f in FILES})
+    _fsync_write(tmp / "state.json", json.dumps(state, indent=1))
+    final = root / name
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    atomic_write_text(root / "latest.json", json.dumps({"checkpoint": name, "step": state["step"]}))
+    old = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name != name)
+    for p in old[: max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(p, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The folder ``latest.json`` names, or None when there is no checkpoint."""
+    pointer = root / "latest.json"
+    if not pointer.is_file():
+        return None
+    try:
+        name = json.loads(pointer.read_text())["checkpoint"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"checkpoint pointer {str(pointer)!r} is damaged; remove it to restart from scratch") from None
+    path = root / name
+    if not path.is_dir() or "/" in name:
+        raise UserError(f"{str(pointer)!r} names {name!r}, which is missing")
+    return path
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """Restore model, optimizer and RNG from ``path``; returns ``state.json``'s content."""
+    try:
+        state = json.loads((path / "state.json").read_text())
+        files = state["files"]
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise UserError(f"checkpoint {str(path)!r} is damaged: state.json unreadable ({e})") from None
+    for f in FILES:
+        if not (path / f).is_file() or _sha256(path / f) != files.get(f):
+            raise UserError(f"checkpoint {str(path)!r} is damaged: {f} is missing, truncated or modified")
+    try:
+        tensors = load_file(str(path / "model.safetensors"))
+        model.load_state_dict(tensors, strict=True)
+        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        rng = torch.load(path / "rng.pt", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure here means an unusable checkpoint
+        raise UserError(f"checkpoint {str(path)!r} cannot be loaded: {str(e).splitlines()[0]}") from None
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    return state

