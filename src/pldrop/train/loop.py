@@ -202,10 +202,14 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     d = cfg.data
     tokenizer_dir = str(out) if resume else d.tokenizer
     if data is None:
+        if world > 1 and not main_proc:
+            torch.distributed.barrier()  # rank 0 tokenizes and caches first; the others then read the cache
         data = prepare_data(d.corpus, seq_len=d.seq_len, vocab_size=d.vocab_size, lowercase=d.lowercase,
                             tokenizer_dir=tokenizer_dir, val_fraction=d.val_fraction, seed=cfg.seed,
                             cache_dir=d.cache_dir, text_field=d.text_field, text_column=d.text_column,
                             mlm_prob=d.mlm_prob, progress=progress)
+        if world > 1 and main_proc:
+            torch.distributed.barrier()
     o = cfg.optim
     batches = TrainBatches(data.train, o.batch_size, seed=cfg.seed, rank=rank, world_size=world)
     if len(data.valid) == 0:
