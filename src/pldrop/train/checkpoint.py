@@ -15,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -107,10 +109,15 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     try:
         tensors = load_file(str(path / "model.safetensors"))
         model.load_state_dict(tensors, strict=True)
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
-        rng = torch.load(path / "rng.pt", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about the pickle protocol before refusing
+            optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+            rng = torch.load(path / "rng.pt", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(f"checkpoint {str(path)!r} cannot be loaded: it holds objects other than tensors and "
+                        "plain data, which pldrop refuses to unpickle") from None
     except Exception as e:  # noqa: BLE001 - any failure here means an unusable checkpoint
-        raise UserError(f"checkpoint {str(path)!r} cannot be loaded: {str(e).splitlines()[0]}") from None
+        raise UserError(f"checkpoint {str(path)!r} cannot be loaded: {str(e).splitlines()[0][:300]}") from None
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
