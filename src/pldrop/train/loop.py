@@ -28,7 +28,7 @@ from ..surgery import apply_pld
 from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, default_lr, dump_config
 
-HORIZON_PROBE_STEPS = 5  # time-budget runs estimate their horizon from the first steps
+HORIZON_WINDOW = 10  # time budgets: the horizon is re-estimated each step from this many recent steps
 
 
 # --- small pure helpers ----------------------------------------------------------------------
@@ -239,7 +239,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     global_batch = o.batch_size * o.grad_accum * world
     horizon = b.horizon_steps or (b.max_steps or (math.ceil(b.max_samples / global_batch) if b.max_samples else None))
     step, samples, train_time, flops = 0, 0, 0.0, 0.0
-    horizon_estimated = horizon is None
+    horizon_estimated = horizon is None  # a time budget: re-estimated every step (see below)
 
     if resume:
         ckpt = latest_checkpoint(out / "checkpoints")
@@ -265,13 +265,15 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
         horizon = max(1, int(h))
         if ctl is not None:
             ctl.gamma = cfg.pld.gamma if cfg.pld.gamma is not None else gamma_for_steps(horizon)
-            if main_proc:
-                pld_info["gamma"] = ctl.gamma
-                atomic_write_text(out / "pldrop.json", json.dumps(pld_info, indent=1))
 
-    set_horizon(horizon or 1000)  # time budgets: provisional until the first steps are timed
-    if main_proc and ctl is None:
-        atomic_write_text(out / "pldrop.json", json.dumps(pld_info, indent=1))
+    def write_pld_info() -> None:
+        if main_proc:
+            pld_info["gamma"] = ctl.gamma if ctl is not None else None
+            pld_info["horizon_steps"] = horizon
+            atomic_write_text(out / "pldrop.json", json.dumps(pld_info, indent=1))
+
+    set_horizon(horizon or 10_000)  # time budgets: provisional until the first steps are timed
+    write_pld_info()
 
     if resume and main_proc:
         _truncate_metrics(out / "metrics.jsonl", step)
@@ -345,10 +347,12 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             train_time += dt
             step_times.append(dt)
 
-            # time budgets: estimate the horizon from the first steps (the first one is warm-up)
-            if horizon_estimated and step == HORIZON_PROBE_STEPS and not resume:
-                per_step = statistics.median(step_times[1:]) if len(step_times) > 1 else dt
-                set_horizon(round(budget_s / per_step))
+            # time budgets: horizon = steps so far + remaining time / recent step time, so the lr
+            # decay and θ(t) (γ = 100/T) follow the fraction of the budget spent; the very first
+            # step (allocator and thread-pool warm-up) is left out of the estimate
+            if horizon_estimated:
+                recent = step_times[1:][-HORIZON_WINDOW:] or step_times
+                set_horizon(step + round(max(0.0, budget_s - train_time) / statistics.median(recent)) + 1)
 
             # log
             record = {"step": step, "loss": loss_sum, "lr": lr, "samples": samples,
@@ -391,6 +395,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             writer.close()
 
     # the final model, loadable with AutoModelForMaskedLM
+    write_pld_info()
     if main_proc:
         model.save_pretrained(str(out), safe_serialization=True)
         summary = {"arm": m.arm, "steps": step, "samples": samples, "train_time_s": train_time, "flops": flops,
