@@ -349,3 +349,33 @@ def test_from_deepspeed_config(tmp_path):
         pldrop.from_deepspeed_config({"progressive_layer_drop": {"enabled": True, "theta": 0}}, False)
     with pytest.raises(pldrop.UserError, match="does not exist"):
         pldrop.from_deepspeed_config(tmp_path / "missing.json")
+
+
+@pytest.mark.parametrize("family", ["roberta-prelayernorm", "llama"])
+def test_gradient_checkpointing_recomputes_with_the_same_gates(family, batch):
+    """Checkpointing re-runs kept blocks in backward: same gates, same 1/p, same gradients."""
+    torch.manual_seed(0)
+    plain = FAMILIES[family]()
+    plain.config.hidden_dropout_prob = plain.config.attention_probs_dropout_prob = 0.0
+    for m in plain.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    ckpt = copy.deepcopy(plain)
+    ckpt.gradient_checkpointing_enable()
+    from pldrop.controller import draw_gates
+
+    probs = pldrop.keep_probs(pldrop.theta(30, 0.5, 1.0), 3)
+    step = next(s for s in range(30, 300) if not all(draw_gates(probs, 4, s, 0)))  # a step with a drop
+    grads = []
+    for model in (plain, ckpt):
+        ctl = pldrop.apply_pld(model, gamma=1.0, seed=4)
+        ctl.step(step)
+        model.train()
+        model(**batch).logits.pow(2).mean().backward()
+        grads.append(([p.grad for p in model.parameters()], list(ctl.last_kept)))
+    (g1, k1), (g2, k2) = grads
+    assert k1 == k2 and not all(k1)
+    for a, b in zip(g1, g2):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
