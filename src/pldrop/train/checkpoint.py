@@ -12,7 +12,6 @@ edited file is refused on load; tensors load through safetensors and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -24,17 +23,10 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..data.wheels import sha256_file as _sha256
 from ..errors import UserError
 
 FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_write(path: Path, text: str) -> None:
