@@ -75,3 +75,93 @@ def without_pld(config: dict | str | Path) -> dict:
     if KEY in out:
         out[KEY] = {**out[KEY], "enabled": False}
     return out
+
+
+# --- running pldrop's PLD under a DeepSpeed engine ---------------------------------------------
+
+
+def zero_stage(config: dict | str | Path) -> int:
+    """The ZeRO stage a DeepSpeed config asks for (0 when it has no ``zero_optimization``).
+
+    >>> zero_stage({"zero_optimization": {"stage": 2}}), zero_stage({})
+    (2, 0)
+    """
+    return int((_load(config).get("zero_optimization") or {}).get("stage", 0))
+
+
+def initialize_with_pld(model, config: dict | str | Path, *, seed: int = 0, rule: str = "linear",
+                        rescale: bool = True, layers=None, **initialize_kwargs):
+    """``apply_pld`` from the config's ``progressive_layer_drop`` block, then ``deepspeed.initialize``.
+
+    DeepSpeed receives :func:`without_pld` of the config, so its own PLD stays off
+    (``engine.progressive_layer_drop is None``) and blocks are dropped once, by pldrop. Drive
+    the controller with :func:`sync_step` before each forward and, at ZeRO stage 0, call
+    :func:`release_skipped_grads` between ``engine.backward`` and ``engine.step``.
+
+    What works (verified on CPU, gloo, 2 ranks, fp32; see docs/distributed.md):
+
+    - ZeRO 0: DeepSpeed all-reduces a zero gradient for every parameter without one;
+      :func:`release_skipped_grads` turns those back into ``None`` so AdamW leaves skipped
+      blocks alone, and training matches DDP / one process.
+    - ZeRO 1 and 2: run, because pldrop's gates are the same on every rank (with different
+      gates per rank the bucketed reduction mismatches and gloo aborts). But the optimizer
+      steps flat fp32 partitions into which DeepSpeed writes zeros for parameters without a
+      gradient, so skipped blocks still receive weight decay and Adam momentum; that cannot be
+      undone from outside the optimizer, and a warning says so.
+
+    Args:
+        model: the ``nn.Module`` (e.g. an HF model).
+        config: DeepSpeed config (dict or JSON path) with an enabled ``progressive_layer_drop``
+            block; without one, no PLD is applied and the controller returned is ``None``.
+        seed, rule, rescale, layers: passed to :func:`pldrop.apply_pld` (DeepSpeed's block has
+            only ``theta`` and ``gamma``). Use the same ``seed`` on every rank.
+        **initialize_kwargs: passed to ``deepspeed.initialize`` (``optimizer=``,
+            ``model_parameters=``, ``training_data=``, ...).
+
+    Returns:
+        ``(engine, optimizer, dataloader, lr_scheduler, controller)``.
+    """
+    import deepspeed
+
+    from ..surgery import apply_pld
+
+    cfg = _load(config)
+    pld = from_deepspeed_config(cfg, engine_uses_config=False)
+    ctl = None
+    if pld is not None:
+        ctl = apply_pld(model, seed=seed, rule=rule, rescale=rescale, layers=layers, **pld)
+        if zero_stage(cfg) >= 1:
+            warnings.warn(
+                f"ZeRO stage {zero_stage(cfg)}: DeepSpeed gives blocks PLD skipped a zero gradient inside its "
+                "flat optimizer partitions, so the optimizer still applies weight decay and momentum to them; "
+                "ZeRO stage 0 (with release_skipped_grads) leaves them untouched",
+                stacklevel=2,
+            )
+    engine, optimizer, dataloader, scheduler = deepspeed.initialize(model=model, config=without_pld(cfg),
+                                                                    **initialize_kwargs)
+    return engine, optimizer, dataloader, scheduler, ctl
+
+
+def sync_step(ctl, engine) -> float:
+    """Bring the controller to ``engine.global_steps``; call before every forward.
+
+    Steps only when the optimizer step changed, so the micro-batches of one step (gradient
+    accumulation) keep drawing fresh gates (micro-step 0, 1, ...), and a resumed engine
+    continues the schedule and the gates where it stopped. Returns θ.
+    """
+    if ctl.global_step != engine.global_steps:
+        ctl.step(engine.global_steps)
+    return ctl.theta
+
+
+def release_skipped_grads(ctl, engine) -> int:
+    """At ZeRO stage 0, on the last micro-batch of a step: ``ctl.release_skipped_grads()``.
+
+    Call between ``engine.backward(loss)`` and ``engine.step()``. At stage 0 DeepSpeed has just
+    all-reduced a zero gradient into every skipped parameter; setting it back to ``None`` makes
+    the optimizer skip those blocks. At ZeRO 1/2 the gradients already live in DeepSpeed's
+    partitions, so this does nothing and returns 0. Returns the number of parameters released.
+    """
+    if engine.zero_optimization_stage() != 0 or not engine.is_gradient_accumulation_boundary():
+        return 0
+    return ctl.release_skipped_grads()

@@ -111,6 +111,8 @@ def run(args) -> int:
     except _Interrupted as e:
         print(f"pldrop pretrain: {e}")
         return e.exit_code
+    if not summary:  # a rank other than 0 under torchrun: rank 0 reports
+        return 0
     val = f", validation loss {summary['val_loss']:.4f}" if "val_loss" in summary else ""
     print(f"{summary['arm']}: {summary['steps']} steps, {summary['samples']} samples in "
           f"{summary['train_time_s']:.1f} s{val}; model saved in {args.out}")

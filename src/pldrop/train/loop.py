@@ -9,6 +9,7 @@ DDP over gloo on CPU or nccl on GPU, data sharded by rank, only rank 0 writes fi
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -93,8 +94,6 @@ def _dist_setup() -> tuple[int, int, torch.device]:
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(device)
-        import datetime
-
         torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=60))
     return rank, world, device
 
@@ -202,14 +201,17 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     d = cfg.data
     tokenizer_dir = str(out) if resume else d.tokenizer
     if data is None:
+        # rank 0 tokenizes and caches first, the others then read the cache; a group with a long
+        # timeout, as tokenizing a large corpus can outlast the 60 s that catches a dead rank
+        prep = torch.distributed.new_group(backend="gloo", timeout=datetime.timedelta(hours=2)) if world > 1 else None
         if world > 1 and not main_proc:
-            torch.distributed.barrier()  # rank 0 tokenizes and caches first; the others then read the cache
+            torch.distributed.barrier(group=prep)
         data = prepare_data(d.corpus, seq_len=d.seq_len, vocab_size=d.vocab_size, lowercase=d.lowercase,
                             tokenizer_dir=tokenizer_dir, val_fraction=d.val_fraction, seed=cfg.seed,
                             cache_dir=d.cache_dir, text_field=d.text_field, text_column=d.text_column,
                             mlm_prob=d.mlm_prob, progress=progress)
         if world > 1 and main_proc:
-            torch.distributed.barrier()
+            torch.distributed.barrier(group=prep)
     o = cfg.optim
     batches = TrainBatches(data.train, o.batch_size, seed=cfg.seed, rank=rank, world_size=world)
     if len(data.valid) == 0:
