@@ -24,6 +24,11 @@ def tiny_models():
         "mistral": lambda: T.MistralForCausalLM(
             T.MistralConfig(**common, num_key_value_heads=1, max_position_embeddings=64)
         ),
+        "deberta-v2": lambda: T.DebertaV2ForMaskedLM(T.DebertaV2Config(**common)),
+        "qwen2": lambda: T.Qwen2ForCausalLM(T.Qwen2Config(**common, num_key_value_heads=1)),
+        "phi": lambda: T.PhiForCausalLM(T.PhiConfig(**common)),
+        "gpt-neox": lambda: T.GPTNeoXForCausalLM(T.GPTNeoXConfig(**common)),
+        "bloom": lambda: T.BloomForCausalLM(T.BloomConfig(vocab_size=99, hidden_size=32, n_head=2, n_layer=3)),
         "opt": lambda: T.OPTForCausalLM(
             T.OPTConfig(vocab_size=99, hidden_size=32, num_attention_heads=2, ffn_dim=37, num_hidden_layers=3,
                         word_embed_proj_dim=32, max_position_embeddings=64)

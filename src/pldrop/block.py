@@ -24,6 +24,7 @@ runs untouched, so outputs are bit-identical to the unmodified model.
 
 from __future__ import annotations
 
+import typing
 from typing import Any
 
 import torch
@@ -77,6 +78,7 @@ class SwitchableBlock(nn.Module):
     _pld_orig_class: type
     _pld_branches: list[nn.Module]
     _pld_out_len: int | None  # length of the tuple the block returns, if it returns one
+    _pld_probed: bool  # the output structure is known
 
     def forward(self, *args, **kwargs):
         ctl = self._pld
@@ -90,6 +92,12 @@ class SwitchableBlock(nn.Module):
             ctl.draw()
         if not ctl.last_kept[i]:
             x = _first_tensor(args, kwargs)  # (B, T, H)
+            if not self._pld_probed:
+                known = ctl.output_structure.get(self._pld_orig_class)  # a sibling block has run
+                if known is not None:
+                    self._pld_out_len, self._pld_probed = known or None, True
+                else:
+                    self._pld_probe(args, kwargs)
             if self._pld_out_len is None:
                 return x
             return (x,) + (None,) * (self._pld_out_len - 1)  # placeholders for attentions/caches
@@ -111,7 +119,39 @@ class SwitchableBlock(nn.Module):
     def _pld_run(self, args, kwargs):
         out = super().forward(*args, **kwargs)
         self._pld_out_len = None if isinstance(out, torch.Tensor) else len(out)
+        self._pld_probed = True
+        self._pld.output_structure[self._pld_orig_class] = self._pld_out_len or 0
         return out
+
+    @torch.no_grad()
+    def _pld_probe(self, args, kwargs) -> None:
+        """Learn the block's output structure (tensor or tuple) before its first-ever skip.
+
+        Blocks that return a tuple (e.g. DeBERTa's (hidden, attention)) must get a tuple back
+        when skipped. If a block is dropped before it ever ran, it runs once here, without
+        autograd and with torch's RNG state restored, so training is unaffected.
+        """
+        with torch.random.fork_rng(devices=[]):
+            self._pld_run(args, kwargs)
+
+
+def _annotated_structure(cls: type) -> tuple[int | None, bool]:
+    """(tuple length or None for a tensor, known?) from the block's ``forward`` return annotation.
+
+    A block skipped before it ever ran must return the structure it would have returned;
+    where the annotation does not say (or a sibling block has not run yet), the block is
+    probed once (see ``SwitchableBlock._pld_probe``).
+    """
+    try:
+        ann = typing.get_type_hints(cls.forward).get("return")
+    except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to probing
+        return None, False
+    if ann is torch.Tensor:
+        return None, True
+    args = typing.get_args(ann)
+    if typing.get_origin(ann) is tuple and args and Ellipsis not in args:
+        return len(args), True
+    return None, False
 
 
 def make_switchable(block: nn.Module, controller: Any, index: int) -> None:
@@ -123,12 +163,13 @@ def make_switchable(block: nn.Module, controller: Any, index: int) -> None:
         _CLASSES[cls] = type(cls.__name__, (SwitchableBlock, cls), {"__module__": cls.__module__})
     block._pld_orig_class = cls
     block._pld, block._pld_index = controller, index
-    block._pld_branches, block._pld_out_len = branch_outputs(block), None
+    block._pld_branches = branch_outputs(block)
+    block._pld_out_len, block._pld_probed = _annotated_structure(cls)
     block.__class__ = _CLASSES[cls]
 
 
 def restore(block: nn.Module) -> None:
     """Undo :func:`make_switchable`: the original class back, our attributes gone."""
     block.__class__ = block._pld_orig_class
-    for name in ("_pld", "_pld_index", "_pld_orig_class", "_pld_branches", "_pld_out_len"):
+    for name in ("_pld", "_pld_index", "_pld_orig_class", "_pld_branches", "_pld_out_len", "_pld_probed"):
         block.__dict__.pop(name, None)

@@ -99,6 +99,7 @@ class ProgressiveLayerDrop:
         self.seed, self.rule, self.rescale = int(seed), rule, bool(rescale)
         self.enabled = True
         self.blocks: list[Any] = []  # filled in by apply_pld: the switchable block modules
+        self.output_structure: dict[type, int] = {}  # block class -> tuple length it returns (0: a tensor)
         self.step(0)
 
     @property
