@@ -22,6 +22,7 @@ import random
 import statistics
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,19 +34,28 @@ from .surgery import apply_pld
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 
 
-def reexec_with_tcmalloc() -> None:
+def reexec_with_tcmalloc(command: str | None = None) -> None:
     """Restart this process with tcmalloc preloaded, if available and not already there.
 
     glibc malloc page-faults heavily on these step sizes and makes CPU timings swing by
     tens of percent; tcmalloc keeps them stable. Set PLDROP_NO_TCMALLOC=1 to skip.
+
+    Args:
+        command: the ``pldrop`` subcommand asking; the restart happens only when it is this
+            process's own command line (never from inside another program, e.g. a test calling
+            ``pldrop.cli.main``). ``python -m pldrop`` restarts as ``-m pldrop``. None: a script.
     """
     if os.environ.get("PLDROP_NO_TCMALLOC") or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
         return
     if not os.path.exists(TCMALLOC) or platform.system() != "Linux":
         return
+    if command is not None and sys.argv[1:2] != [command]:
+        return
+    script = Path(sys.argv[0])
+    argv = [sys.executable, "-m", "pldrop"] if script.name == "__main__.py" else [sys.executable, str(script)]
     env = dict(os.environ, LD_PRELOAD=(TCMALLOC + " " + os.environ.get("LD_PRELOAD", "")).strip())
     sys.stdout.flush()
-    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+    os.execve(sys.executable, argv + sys.argv[1:], env)
 
 
 def _batch(batch_size: int, seq_len: int, vocab: int, seed: int) -> dict[str, torch.Tensor]:

@@ -34,7 +34,7 @@ def run(args) -> int:
 
     if args.steps < 1 or args.batch_size < 1 or args.seq_len < 8:
         raise UserError("--steps and --batch-size must be >= 1 and --seq-len >= 8")
-    reexec_with_tcmalloc()  # stable CPU timings (glibc malloc makes them swing)
+    reexec_with_tcmalloc("demo")  # stable CPU timings (glibc malloc makes them swing)
     vocab = 1000
     g = torch.Generator().manual_seed(args.seed)
     ids = torch.randint(5, vocab, (args.batch_size, args.seq_len), generator=g)

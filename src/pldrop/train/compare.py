@@ -48,13 +48,12 @@ def run(args) -> int:
     out: Path = args.out
     check_run_folder(out, resume=False, overwrite=args.overwrite)
     flat = flat_flags(args)
-    if not any(flat[k] is not None for k in ("budget.max_steps", "budget.max_samples", "budget.max_minutes")):
-        flat["budget.max_minutes"] = DEFAULT_MINUTES
     flat["pld.theta_bar"] = args.theta_bar
     flat["optim.paper_lrs"] = True if args.paper_lrs else None
     cfgs = {}
     for arm, lr in zip(args.arms, (args.baseline_lr, args.pld_lr)):
-        cfgs[arm] = load_config(args.config, args.overrides, **flat, **{"model.arm": arm, "optim.lr": lr})
+        cfgs[arm] = load_config(args.config, args.overrides, defaults={"budget": {"max_minutes": DEFAULT_MINUTES}},
+                                **flat, **{"model.arm": arm, "optim.lr": lr})
     first = cfgs[args.arms[0]]
     d = first.data
     if out.exists() and args.overwrite:

@@ -281,14 +281,28 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+_BUDGET_KINDS = ("max_steps", "max_samples", "max_minutes")
+
+
+def _with_layer(data: dict[str, Any], layer: dict[str, Any]) -> dict[str, Any]:
+    """Merge ``layer`` over ``data``; a budget kind set by ``layer`` replaces ``data``'s budget kind."""
+    budget = layer.get("budget")
+    if isinstance(budget, dict) and any(budget.get(k) is not None for k in _BUDGET_KINDS):
+        if isinstance(data.get("budget"), dict):
+            data = {**data, "budget": {k: v for k, v in data["budget"].items() if k not in _BUDGET_KINDS}}
+    return _deep_merge(data, layer)
+
+
 def load_config(file: str | Path | None = None, overrides: list[str] = (), base: dict[str, Any] | None = None,
-                **flat: Any) -> TrainConfig:
+                defaults: dict[str, Any] | None = None, **flat: Any) -> TrainConfig:
     """Resolve a :class:`TrainConfig` from defaults, a YAML file, flags and ``key=value`` items.
 
-    Later sources win: ``base`` (e.g. a resumed run's saved config), the file, then ``flat``
-    (command-line flags as dotted keys, None = unset), then ``overrides``.
+    Later sources win: ``defaults`` (a command's own defaults), ``base`` (e.g. a resumed run's
+    saved config), the file, then ``flat`` (command-line flags as dotted keys, None = unset), then
+    ``overrides``. A budget kind (steps, samples, minutes) set by a later source replaces the
+    earlier one.
     """
-    data: dict[str, Any] = {}
+    file_data: dict[str, Any] = {}
     if file is not None:
         path = Path(file)
         if not path.is_file():
@@ -299,21 +313,16 @@ def load_config(file: str | Path | None = None, overrides: list[str] = (), base:
             raise UserError(f"config file {str(path)!r} is not valid YAML: {str(e).splitlines()[0]}") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise UserError(f"config file {str(path)!r} must hold a mapping of keys to values")
-        data = loaded or {}
-    if base:
-        data = _deep_merge(base, data)
+        file_data = loaded or {}
+    explicit: dict[str, Any] = {}
     for key, value in flat.items():
         if value is not None:
-            merge(data, key.split("."), value)
+            merge(explicit, key.split("."), value)
     for item in overrides:
-        merge(data, *parse_override(item))
-    budget = data.get("budget")
-    if isinstance(budget, dict) and sum(budget.get(k) is not None for k in ("max_steps", "max_samples", "max_minutes")) > 1:
-        # a flag or override replaces the budget kind given by the file
-        last = next(k for k in reversed(list(budget)) if k in ("max_steps", "max_samples", "max_minutes") and budget[k] is not None)
-        for k in ("max_steps", "max_samples", "max_minutes"):
-            if k != last:
-                budget[k] = None
+        merge(explicit, *parse_override(item))
+    data: dict[str, Any] = {}
+    for layer in (defaults or {}, base or {}, file_data, explicit):
+        data = _with_layer(data, layer)
     return _build(TrainConfig, data)
 
 

@@ -1,0 +1,380 @@
+"""`pldrop bench step | converge`: measure PLD's time per sample and its speed to a target loss.
+
+    pldrop bench step --out bench/step                       # small and base, θ 1.0 … 0.5
+    pldrop bench converge --out bench/conv --minutes 2 --seeds 3
+    pldrop bench converge --out bench/conv --quick --corpus my.txt data.vocab_size=400
+
+``step`` times training steps of the untouched model and of PLD at each θ, interleaved in one
+run (:mod:`pldrop.reporting.step`). ``converge`` trains Post-LN at the paper's rate and at the
+best rate of a short sweep, Pre-LN without PLD and Pre-LN + PLD, several seeds each, and reports
+validation loss against time and FLOPs, and each arm's time and FLOPs to Post-LN's final loss
+(:mod:`pldrop.reporting.protocol`). Each writes JSON, Markdown and PNG into ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+STEP_DEFAULTS = {"presets": ["small", "base"], "batch_size": 8, "seq_len": 128, "thetas": [1.0, 0.9, 0.8, 0.7, 0.6, 0.5],
+                 "repeats": 3, "warmup": 1, "vocab_size": 30522, "schedule_steps": 10_000, "theta_bar": 0.5}
+STEP_QUICK = {"presets": ["tiny"], "batch_size": 4, "seq_len": 32, "thetas": [1.0, 0.75, 0.5], "repeats": 2,
+              "warmup": 1, "vocab_size": 1000, "schedule_steps": 1000, "theta_bar": 0.5}
+TRAIN_DEFAULTS = {"corpus": ["wiki-vital"], "preset": "narrow", "batch_size": 32, "eval_every": 20}
+TRAIN_QUICK = {"corpus": ["wiki-vital"], "preset": "tiny", "batch_size": 8, "eval_every": 2}
+DEFAULT_OVERRIDES = ["data.val_max_seqs=128"]  # validation cost: a few % of training time
+QUICK_OVERRIDES = ["data.val_max_seqs=32"]
+SCALE_DEFAULTS = {"minutes": 2.0, "max_steps": None, "seeds": 3, "sweep_lrs": [2e-4, 5e-4, 1e-3], "sweep_fraction": 0.25,
+                  "ablation_fraction": 0.5, "ablation_seeds": 1, "ablation_theta_bars": [0.5, 0.7, 0.9]}
+SCALE_QUICK = {**SCALE_DEFAULTS, "minutes": None, "max_steps": 6, "seeds": 2, "sweep_fraction": 0.5}
+
+
+# --- arguments ------------------------------------------------------------------------------
+
+def add_step_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
+    """The step benchmark's knobs (``prefix`` = ``"step-"`` inside `pldrop report`)."""
+    g = p.add_argument_group("step timing" + (f" (--{prefix}*)" if prefix else ""))
+    d = STEP_DEFAULTS
+    g.add_argument(f"--{prefix}presets", dest="step_presets", nargs="+", metavar="P",
+                   help=f"model presets to time (default: {' '.join(d['presets'])}; --quick: tiny)")
+    g.add_argument(f"--{prefix}batch-size", dest="step_batch_size", type=int, metavar="N",
+                   help=f"sequences per step (default: {d['batch_size']})")
+    g.add_argument(f"--{prefix}seq-len", dest="step_seq_len", type=int, metavar="N",
+                   help=f"tokens per sequence (default: {d['seq_len']})")
+    g.add_argument(f"--{prefix}thetas", dest="step_thetas", type=float, nargs="+", metavar="θ",
+                   help=f"θ values held fixed (default: {' '.join(map(str, d['thetas']))})")
+    g.add_argument(f"--{prefix}repeats", dest="step_repeats", type=int, metavar="N",
+                   help=f"timed interleaved steps per arm (default: {d['repeats']})")
+    g.add_argument(f"--{prefix}warmup", dest="step_warmup", type=int, metavar="N",
+                   help=f"untimed rounds first (default: {d['warmup']})")
+    g.add_argument(f"--{prefix}vocab-size", dest="step_vocab_size", type=int, metavar="V",
+                   help=f"vocabulary of the timed models (default: {d['vocab_size']}, BERT's)")
+    g.add_argument(f"--{prefix}schedule-steps", dest="step_schedule_steps", type=int, metavar="T",
+                   help=f"T of the whole-schedule average, γ = 100/T (default: {d['schedule_steps']})")
+    g.add_argument(f"--{prefix}theta-bar", dest="step_theta_bar", type=float, metavar="θ̄",
+                   help=f"θ̄ of the whole-schedule average (default: {d['theta_bar']})")
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    """Corpus, model and the convergence protocol's scale."""
+    g = p.add_argument_group("pretraining runs")
+    g.add_argument("--corpus", action="append", metavar="SRC",
+                   help="corpus source, repeatable (default: wiki-vital; see `pldrop pretrain --help`)")
+    g.add_argument("--preset", choices=["tiny", "narrow", "mini", "small", "medium", "base"],
+                   help=f"model size of the runs (default: {TRAIN_DEFAULTS['preset']}; --quick: tiny)")
+    g.add_argument("--batch-size", type=int, metavar="N",
+                   help=f"sequences per step (default: {TRAIN_DEFAULTS['batch_size']}; --quick: 8)")
+    g.add_argument("--eval-every", type=int, metavar="N",
+                   help=f"validate every N steps (default: {TRAIN_DEFAULTS['eval_every']}; --quick: 2)")
+    budget = g.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, metavar="M",
+                        help=f"training minutes per run, the same for every arm (default: {SCALE_DEFAULTS['minutes']:g})")
+    budget.add_argument("--max-steps", type=int, metavar="N",
+                        help="optimizer steps per run instead of minutes (--quick: 6)")
+    g.add_argument("--seeds", type=int, metavar="N", help=f"seeds per arm (default: {SCALE_DEFAULTS['seeds']}; --quick: 2)")
+    g.add_argument("--sweep-lrs", type=float, nargs="+", metavar="LR",
+                   help="Post-LN rates of the short sweep (default: 2e-4 5e-4 1e-3)")
+    g.add_argument("--sweep-fraction", type=float, metavar="F",
+                   help=f"sweep runs' share of the budget (default: {SCALE_DEFAULTS['sweep_fraction']:g})")
+    g.add_argument("--ablation-fraction", type=float, metavar="F",
+                   help=f"ablation runs' share of the budget (default: {SCALE_DEFAULTS['ablation_fraction']:g})")
+    g.add_argument("--ablation-seeds", type=int, metavar="N",
+                   help=f"seeds per ablation arm (default: {SCALE_DEFAULTS['ablation_seeds']})")
+    g.add_argument("--ablation-theta-bars", type=float, nargs="+", metavar="θ̄",
+                   help="θ̄ of the θ̄ ablation; the first is the reference's (default: 0.5 0.7 0.9)")
+    g.add_argument("--cache-dir", help="pldrop cache (default: $PLDROP_CACHE or ~/.cache/pldrop)")
+    g.add_argument("--config", type=Path, help="YAML config every run starts from")
+    g.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="config overrides for every run, e.g. data.vocab_size=4000 (arm, lr, pld.*, budget.* "
+                        "and seed are set by the protocol)")
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--quick", action="store_true", help="tiny sizes that finish in seconds (CI); flags still win")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="torch CPU threads (default: torch's choice; on a machine shared with other jobs 1 thread "
+                        "can be several times faster than 2)")
+    p.add_argument("--resume", action="store_true", help="reuse the finished runs already in --out")
+    p.add_argument("--overwrite", action="store_true", help="delete --out first")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-tcmalloc", action="store_true",
+                   help="do not restart under tcmalloc (it steadies CPU step times; used when installed)")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="measure time per sample against θ, and speed to a target loss",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bsub = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
+    s = bsub.add_parser("step", help="time per sample against θ, baseline and PLD interleaved",
+                        description=_doc("step"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(s)
+    add_step_args(s)
+    s.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    s.add_argument("--device", help="cpu or cuda (default: cuda if there is one)")
+    s.set_defaults(run=run_step)
+    c = bsub.add_parser("converge", help="Post-LN (paper and tuned rate), Pre-LN, Pre-LN + PLD: loss against "
+                                         "time and FLOPs, several seeds", description=_doc("converge"),
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common(c)
+    add_train_args(c)
+    c.add_argument("--ablations", action="store_true",
+                   help="also run the ablations (Post-LN + PLD, uniform rule, fixed rate, θ̄)")
+    c.set_defaults(run=run_converge)
+
+
+def _doc(which: str) -> str:
+    from .reporting import protocol, step
+
+    return (step.__doc__ if which == "step" else protocol.__doc__) + "\nexit codes: 0 done, 2 bad input, 130 interrupted."
+
+
+# --- resolving the knobs --------------------------------------------------------------------
+
+def _pick(args, dest: str, key: str, defaults: dict, quick: dict):
+    v = getattr(args, dest, None)
+    return v if v is not None else (quick if args.quick else defaults)[key]
+
+
+def step_settings(args, device: str | None = None):
+    from .reporting.step import StepSettings
+
+    kw = {k: _pick(args, f"step_{k}", k, STEP_DEFAULTS, STEP_QUICK) for k in STEP_DEFAULTS}
+    import torch
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return StepSettings(**kw, bf16=bool(getattr(args, "bf16", False)), device=dev)
+
+
+def scale_of(args):
+    from .reporting.protocol import Scale
+
+    kw = {k: _pick(args, k, k, SCALE_DEFAULTS, SCALE_QUICK) for k in SCALE_DEFAULTS}
+    if args.minutes is not None:
+        kw["max_steps"] = None
+    elif args.max_steps is not None:
+        kw["minutes"] = None
+    return Scale(**kw)
+
+
+def base_config(args):
+    """The resolved config every run starts from, and the train knobs as resolved."""
+    from .errors import UserError
+    from .reporting.runs import PROTOCOL_KEYS
+    from .train.config import load_config
+
+    train = {k: _pick(args, k, k, TRAIN_DEFAULTS, TRAIN_QUICK) for k in TRAIN_DEFAULTS}
+    overrides = list(args.overrides or [])
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        if any(key == k or key.startswith(k + ".") for k in PROTOCOL_KEYS):
+            raise UserError(f"override {item!r}: {key} is set by the benchmark protocol for each run; "
+                            f"use the flags (--minutes, --max-steps, --seeds, --sweep-lrs, …) instead")
+    flat = {"data.corpus": train["corpus"], "model.preset": train["preset"], "optim.batch_size": train["batch_size"],
+            "eval_every": train["eval_every"], "data.cache_dir": args.cache_dir, "threads": args.threads,
+            "save_every": 0, "log_every": 1}
+    train["overrides"] = (QUICK_OVERRIDES if args.quick else DEFAULT_OVERRIDES) + overrides  # later ones win
+    cfg = load_config(args.config, train["overrides"], **flat)
+    return cfg, train
+
+
+def canonical_command(sub: str, out: Path, parts: list[tuple[str, Any]], overrides: list[str]) -> str:
+    """``pldrop <sub> --out DIR --flag value …`` with every knob explicit (the run, reproducible)."""
+    argv = ["pldrop", *sub.split(), "--out", str(out)]
+    for flag, v in parts:
+        if v is None or v is False:
+            continue
+        argv.append(flag)
+        if v is True:
+            continue
+        argv += [_fmt(x) for x in v] if isinstance(v, (list, tuple)) else [_fmt(v)]
+    return shlex.join(argv + list(overrides))
+
+
+def _fmt(v) -> str:
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def step_parts(s, prefix: str = "") -> list[tuple[str, Any]]:
+    return [(f"--{prefix}{k.replace('_', '-')}", getattr(s, k)) for k in STEP_DEFAULTS]
+
+
+def train_parts(args, train: dict, scale) -> list[tuple[str, Any]]:
+    parts: list[tuple[str, Any]] = [("--corpus", c) for c in train["corpus"]]
+    parts += [("--preset", train["preset"]), ("--batch-size", train["batch_size"]), ("--eval-every", train["eval_every"])]
+    parts += [("--max-steps", scale.max_steps)] if scale.max_steps is not None else [("--minutes", scale.minutes)]
+    parts += [("--seeds", scale.seeds), ("--sweep-lrs", scale.sweep_lrs), ("--sweep-fraction", scale.sweep_fraction),
+              ("--ablation-fraction", scale.ablation_fraction), ("--ablation-seeds", scale.ablation_seeds),
+              ("--ablation-theta-bars", scale.ablation_theta_bars), ("--cache-dir", args.cache_dir),
+              ("--config", args.config), ("--threads", args.threads)]
+    return parts
+
+
+# --- shared plumbing ------------------------------------------------------------------------
+
+def reexec_with_tcmalloc(args) -> None:
+    """Restart under tcmalloc (see :func:`pldrop.bench.reexec_with_tcmalloc`) unless --no-tcmalloc."""
+    from .bench import reexec_with_tcmalloc as reexec
+
+    if not args.no_tcmalloc:
+        reexec(args.command)
+
+
+def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse a non-empty ``out`` unless resuming or overwriting."""
+    import shutil
+
+    from .errors import UserError
+
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: is a file, not a folder")
+    if out.exists() and any(out.iterdir()):
+        if overwrite:
+            shutil.rmtree(out)
+        elif not resume:
+            raise UserError(f"--out {out}: already exists; pass --resume to reuse its finished runs, --overwrite to "
+                            f"replace it, or choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+
+
+def machine(start_load: float | None = None) -> dict[str, Any]:
+    """The machine: CPU model, cores, threads, torch and Python versions, load average."""
+    from .bench import machine_info
+
+    m = machine_info()
+    m["cores"] = os.cpu_count()
+    m["loadavg"] = {"start": start_load, "end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+    return m
+
+
+def load_now() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def write_json(path: Path, obj: Any) -> None:
+    from .train.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+
+
+def setup_threads(args) -> None:
+    from .errors import UserError
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads {args.threads}: expected a positive number")
+        import torch
+
+        torch.set_num_threads(args.threads)
+
+
+def num_layers(cfg) -> int:
+    from .models import PRESETS
+
+    if cfg.model.config_file:
+        return int(json.loads(Path(cfg.model.config_file).read_text())["num_hidden_layers"])
+    return PRESETS[cfg.model.preset][0]
+
+
+# --- bench step -----------------------------------------------------------------------------
+
+def run_step(args) -> int:
+    from .reporting.plots import plot_step
+    from .reporting.render import render_machine, render_step
+    from .reporting.step import run_step_bench
+
+    reexec_with_tcmalloc(args)
+    s = step_settings(args, args.device)
+    prepare_out(args.out, args.resume, args.overwrite)
+    setup_threads(args)
+    load0 = load_now()
+    sec = run_step_bench(s, progress=not args.no_progress and sys.stderr.isatty())
+    parts = step_parts(s) + [("--bf16", s.bf16), ("--device", s.device), ("--threads", args.threads)]
+    res = {"command": canonical_command("bench step", args.out, parts, []), "machine": machine(load0), **sec}
+    write_json(args.out / "bench_step.json", res)
+    png = plot_step(sec, args.out / "bench_step.png")
+    md = ["# pldrop bench step", "", "```", res["command"], "```", ""] + render_machine(res["machine"])
+    (args.out / "bench_step.md").write_text("\n".join(md + render_step(sec, png)), encoding="utf-8")
+    for preset, r in sec["presets"].items():
+        row = r["rows"][-1]
+        print(f"{preset}: θ={row['theta']:g} saves {100 * row['realised_saving']:.1f} % per sample "
+              f"(predicted {100 * row['predicted_saving']:.1f} %; fixed cost {100 * r['fixed_fraction']:.1f} % of a "
+              f"step; whole schedule {100 * r['schedule']['saving']:.1f} %)")
+    print(f"wrote {args.out / 'bench_step.json'}, bench_step.md, bench_step.png")
+    return 0
+
+
+# --- bench converge -------------------------------------------------------------------------
+
+def execute_converge(out: Path, cfg, scale, ablations: bool, progress: bool | None, log=print) -> tuple:
+    """Run the convergence protocol (and the ablations) into ``out/runs``; returns
+    ``(runner, converge_section, ablations_section or None, plots)``."""
+    from .reporting.plots import plot_loss_curves
+    from .reporting.protocol import run_ablations, run_converge
+    from .reporting.runs import Runner
+    scale.eval_every = cfg.eval_every
+    runner = Runner(out / "runs", cfg, progress=progress, log=log)
+    L = num_layers(cfg)
+    conv = run_converge(runner, scale, L)
+    abl = run_ablations(runner, scale, conv["sweep"]["best_lr"], L) if ablations and scale.ablation_seeds else None
+    target = conv["targets"]["postln-tuned"]["target"]["mean"] if "postln-tuned" in conv["targets"] else None
+    plots = {"converge": [plot_loss_curves(out, conv["arms"], out / "converge_loss.png", target,
+                                           "Convergence: validation loss against training time and FLOPs")]}
+    if abl:
+        t = abl["targets"].get("postln-tuned")
+        plots["ablations"] = [plot_loss_curves(out, abl["arms"], out / "ablations_loss.png",
+                                               t["target"]["mean"] if t else None, "Ablations")]
+    return runner, conv, abl, plots
+
+
+def run_converge(args) -> int:
+    from .reporting.render import render_ablations, render_converge, render_machine
+    from .train.loop import _Interrupted
+
+    reexec_with_tcmalloc(args)
+    cfg, train = base_config(args)
+    scale = scale_of(args)
+    prepare_out(args.out, args.resume, args.overwrite)
+    setup_threads(args)
+    load0 = load_now()
+    progress = False if args.no_progress else None
+    try:
+        runner, conv, abl, plots = execute_converge(args.out, cfg, scale, args.ablations, progress)
+    except _Interrupted as e:
+        print(f"pldrop bench converge: {e}; rerun with --resume to continue")
+        return e.exit_code
+    runner.prune_weights()
+    parts = train_parts(args, train, scale) + [("--ablations", args.ablations)]
+    res = {"command": canonical_command("bench converge", args.out, parts, train["overrides"]),
+           "machine": machine(load0), "settings": {**train, "quick": args.quick}, "converge": conv,
+           "ablations": abl, "plots": plots}
+    write_json(args.out / "converge.json", res)
+    md = ["# pldrop bench converge", "", "```", res["command"], "```", ""] + render_machine(res["machine"])
+    md += render_converge(conv, plots["converge"])
+    if abl:
+        md += ["## Ablations", ""] + render_ablations(abl, plots["ablations"])
+    (args.out / "converge.md").write_text("\n".join(md), encoding="utf-8")
+    print_converge(conv)
+    print(f"wrote {args.out / 'converge.json'}, converge.md and plots")
+    return 0
+
+
+def print_converge(conv: dict[str, Any]) -> None:
+    for name, arm in conv["arms"].items():
+        a = arm["aggregate"]["final_val_loss"]
+        std = f" ± {a['std']:.4f}" if a["std"] is not None else ""
+        print(f"{arm['label']:<22} final val loss {a['mean']:.4f}{std}" if a["mean"] is not None
+              else f"{arm['label']:<22} no finished run")
+    t = conv["targets"].get("postln-tuned")
+    if t:
+        f = t["arms"]["pld"]
+        sp = f["speedup_time_agg"]["mean"]
+        print(f"PLD to Post-LN's final loss: reached in {f['reached']}/{f['seeds']} seeds"
+              + (f", {sp:.2f}x faster" if sp is not None else ""))

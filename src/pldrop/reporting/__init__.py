@@ -1,0 +1,11 @@
+"""Measuring the paper's claims: the machinery behind `pldrop bench` and `pldrop report`.
+
+    step.py       time per sample against θ, baseline and PLD steps interleaved
+    runs.py       RunSpec -> a pretraining run folder on one shared corpus, reused when finished
+    protocol.py   the convergence protocol (Post-LN sweep, four arms x seeds) and the ablations
+    downstream.py equal-samples and equal-wall-clock checkpoints through `pldrop evaluate`
+    stats.py      figures across seeds, from metrics.jsonl alone (pure functions)
+    claims.py     the paper's claims against the measured figures: values and verdicts
+    plots.py      PNG figures from the same inputs as the tables
+    render.py     Markdown as a pure function of the JSON
+"""

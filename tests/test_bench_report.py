@@ -1,0 +1,300 @@
+"""`pldrop bench step`, `pldrop bench converge` and `pldrop report` at --quick size.
+
+Beyond "the files are there", every number checked here is recomputed independently: step
+medians from the raw timings in the JSON, losses, times to target and speed-ups from the runs'
+metrics.jsonl, downstream scores from the fine-tuning folders' results.json -- then compared
+with the numbers printed in the Markdown tables. Finally every number in report.md must be a
+formatting of a number in report.json.
+"""
+
+import json
+import math
+import random
+import re
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from pldrop.cli import main
+
+CORPUS = str(Path(__file__).parent / "fixtures" / "corpus" / "tiny.txt")
+TINY = ["--quick", "--corpus", CORPUS, "--threads", "1", "--no-progress", "--no-tcmalloc", "data.vocab_size=400"]
+
+
+@pytest.fixture(autouse=True)
+def _env(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PLDROP_CACHE", str(tmp_path_factory.getbasetemp() / "pldrop-cache"))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)  # --threads 1 is process-wide
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory):
+    """A tiny two-class TSV task (long vs short sentences of the fixture corpus)."""
+    text = Path(CORPUS).read_text().replace("\n", " ")
+    sents = [s.strip() for s in text.split(". ") if len(s.split()) > 4]
+    rows = [(s, "long" if len(s.split()) > 15 else "short") for s in sents]
+    random.Random(0).shuffle(rows)
+    d = tmp_path_factory.mktemp("task")
+    for name, part in (("train", rows[:48]), ("dev", rows[48:72])):
+        (d / f"{name}.tsv").write_text("text\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in part))
+    return d
+
+
+# --- helpers: independent recomputation and Markdown parsing --------------------------------
+
+def records(root: Path, path: str) -> list[dict]:
+    return [json.loads(ln) for ln in (root / path / "metrics.jsonl").read_text().splitlines() if ln.strip()]
+
+
+def evals(recs):
+    return [r for r in recs if "val_loss" in r]
+
+
+def first_reach(recs, target, key):
+    """First ``key`` at which val_loss <= target, linear between evaluations (written afresh here)."""
+    pts = evals(recs)
+    for i, r in enumerate(pts):
+        if r["val_loss"] <= target:
+            if i == 0 or pts[i - 1]["val_loss"] == r["val_loss"]:
+                return float(r[key])
+            a = pts[i - 1]
+            return a[key] + (a["val_loss"] - target) / (a["val_loss"] - r["val_loss"]) * (r[key] - a[key])
+    return None
+
+
+def mean_std(xs):
+    xs = [x for x in xs if x is not None]
+    if not xs:
+        return None, None
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
+
+
+def fmt_pm(xs, d, scale=1.0):
+    m, s = mean_std(xs)
+    if m is None:
+        return "–"
+    return f"{m * scale:.{d}f}" + ("" if s is None else f" ± {s * scale:.{d}f}")
+
+
+def table_after(md: str, marker: str) -> list[dict[str, str]]:
+    """The first Markdown table after the line containing ``marker``, as dicts by header."""
+    lines = md.splitlines()
+    start = next(i for i, ln in enumerate(lines) if marker in ln)
+    i = next(j for j in range(start + 1, len(lines)) if lines[j].startswith("|"))
+    header = [c.strip() for c in lines[i].strip("|").split("|")]
+    rows = []
+    for ln in lines[i + 2:]:
+        if not ln.startswith("|"):
+            break
+        rows.append(dict(zip(header, (c.strip() for c in ln.strip("|").split("|")))))
+    return rows
+
+
+NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[+-]\d+)?(?!\w)")
+
+
+def formatted_leaves(obj) -> set[str]:
+    """Every number in ``obj`` as report.md could print it."""
+    out: set[str] = set()
+
+    def add(v):
+        for x in {v, abs(v)}:
+            out.update({f"{x:g}", f"{x:.2e}", str(int(x)) if float(x).is_integer() else ""})
+            for scale in (1, 100, 1000):
+                for d in range(5):
+                    out.add(f"{x * scale:.{d}f}")
+
+    def walk(o):
+        if isinstance(o, bool):
+            return
+        if isinstance(o, (int, float)) and math.isfinite(o):
+            add(o)
+        elif isinstance(o, dict):
+            for v in o.values():
+                walk(v)
+        elif isinstance(o, list):
+            for v in o:
+                walk(v)
+
+    walk(obj)
+    return out
+
+
+# --- the tests ------------------------------------------------------------------------------
+
+def test_bench_step_quick(tmp_path, capsys):
+    out = tmp_path / "step"
+    assert main(["bench", "step", "--out", str(out), "--quick", "--threads", "1", "--no-progress",
+                 "--no-tcmalloc"]) == 0
+    for f in ("bench_step.json", "bench_step.md", "bench_step.png"):
+        assert (out / f).stat().st_size > 0, f
+    res = json.loads((out / "bench_step.json").read_text())
+    md = (out / "bench_step.md").read_text()
+    assert list(res["presets"]) == ["tiny"]
+    r = res["presets"]["tiny"]
+    b = r["settings"]["batch_size"]
+    assert [row["theta"] for row in r["rows"]] == [1.0, 0.75, 0.5]
+    med = {a: statistics.median(v) for a, v in r["times_s"].items()}  # from the raw interleaved timings
+    assert med == pytest.approx(r["median_s"])
+    assert r["fixed_fraction"] == pytest.approx(med["fixed"] / med["untouched"])
+    table = table_after(md, "### tiny")
+    assert [row["θ"] for row in table] == ["1", "0.75", "0.5"]
+    for row, js in zip(table, r["rows"]):
+        assert row["time per sample (ms)"] == f"{1e3 * med[js['arm']] / b:.2f}"
+        assert row["saving realised"] == f"{100 * (1 - med[js['arm']] / med['untouched']):.1f} %"
+        t_block = (med["untouched"] - med["fixed"]) / 2
+        predicted = med["fixed"] + js["mean_kept"] * t_block
+        assert row["saving predicted"] == f"{100 * (1 - predicted / med['untouched']):.1f} %"
+    assert "saves" in capsys.readouterr().out
+
+
+def test_bench_converge_quick_and_resume(tmp_path, capsys):
+    out = tmp_path / "conv"
+    args = ["bench", "converge", "--out", str(out), *TINY, "--seeds", "1", "--max-steps", "4",
+            "--sweep-lrs", "5e-4", "1e-3"]
+    assert main(args) == 0
+    for f in ("converge.json", "converge.md", "converge_loss.png"):
+        assert (out / f).stat().st_size > 0, f
+    res = json.loads((out / "converge.json").read_text())
+    conv = res["converge"]
+    md = (out / "converge.md").read_text()
+    # the sweep picks the lowest final loss among stable runs, recomputed from metrics.jsonl
+    finals = {r["lr"]: evals(records(out, r["path"]))[-1]["val_loss"] for r in conv["sweep"]["runs"]}
+    assert conv["sweep"]["best_lr"] == min(finals, key=finals.get)
+    assert conv["arms"]["postln-tuned"]["spec"]["lr"] == conv["sweep"]["best_lr"]
+    assert [r["lr"] for r in conv["sweep"]["runs"]] == [5e-4, 1e-3]
+    # every arm ran 4 steps on the same batch size; PLD ran fewer blocks than the others
+    for name, arm in conv["arms"].items():
+        recs = records(out, arm["runs"]["0"]["path"])
+        assert recs[-1]["step"] == 4 and recs[-1]["samples"] == 32
+    table = {row["arm"]: row for row in table_after(md, "**Arms**")}
+    for name, arm in conv["arms"].items():
+        recs = records(out, arm["runs"]["0"]["path"])
+        row = table[arm["label"]]
+        assert row["final val loss"] == f"{evals(recs)[-1]['val_loss']:.4f}"
+        assert row["time per sample (ms)"] == f"{1e3 * recs[-1]['wall'] / recs[-1]['samples']:.2f}"
+        assert row["FLOPs (mean)"] == f"{recs[-1]['flops']:.2e}"
+    pld_flops = records(out, conv["arms"]["pld"]["runs"]["0"]["path"])[-1]["flops"]
+    pre_flops = records(out, conv["arms"]["preln"]["runs"]["0"]["path"])[-1]["flops"]
+    assert pld_flops < pre_flops
+    # an existing folder is refused; --resume reuses every finished run and gives the same figures
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0
+    assert "== " not in capsys.readouterr().out  # nothing trained again
+    again = json.loads((out / "converge.json").read_text())["converge"]
+    assert again["targets"] == conv["targets"] and again["arms"] == conv["arms"]
+
+
+def test_bad_inputs_fail_before_training(tmp_path, capsys):
+    out = tmp_path / "x"
+    rc = main(["bench", "converge", "--out", str(out), *TINY, "optim.lr=1e-3"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "optim.lr is set by the benchmark protocol" in err and len(err.strip().splitlines()) == 1
+    assert main(["report", "--out", str(out), *TINY, "--tasks", "mine", "--task-data", str(tmp_path / "nope")]) == 2
+    assert "nope: not found" in capsys.readouterr().err
+    assert main(["report", "--out", str(out), *TINY, "--step-presets", "huge"]) == 2
+    assert "'huge' is unknown" in capsys.readouterr().err
+    assert not out.exists()  # nothing was started
+
+
+def test_report_quick_numbers_recompute(tmp_path, task_dir, capsys):
+    from pldrop.reporting.claims import build_claims
+    from pldrop.reporting.render import render_report
+
+    out = tmp_path / "report"
+    rc = main(["report", "--out", str(out), *TINY, "--sweep-lrs", "5e-4", "1e-3", "--ablation-theta-bars", "0.5",
+               "0.9", "--tasks", "tiny-task", "--task-data", str(task_dir)])
+    assert rc == 0
+    for f in ("report.md", "report.json", "step.png", "converge_loss.png", "ablations_loss.png",
+              "downstream/table.json"):
+        assert (out / f).stat().st_size > 0, f
+    assert not list(out.glob("runs/*/model.safetensors"))  # weights pruned
+    assert not list(out.glob("runs/*/checkpoints"))
+    rep = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+
+    # report.md is a function of report.json alone, and so are the verdicts
+    assert render_report(rep) == md
+    assert build_claims(rep) == rep["claims"]
+
+    conv = rep["converge"]
+    assert conv["seeds"] == [0, 1]
+    # the arms table, recomputed from metrics.jsonl across the two seeds
+    table = {row["arm"]: row for row in table_after(md, "**Arms**")}
+    finals = {}
+    for name, arm in conv["arms"].items():
+        recs = {s: records(out, r["path"]) for s, r in arm["runs"].items()}
+        finals[name] = {s: evals(r)[-1]["val_loss"] for s, r in recs.items()}
+        row = table[arm["label"]]
+        assert row["final val loss"] == fmt_pm(finals[name].values(), 4)
+        assert row["time per sample (ms)"] == fmt_pm([r[-1]["wall"] / r[-1]["samples"] for r in recs.values()], 2, 1e3)
+        assert row["training time (s)"] == fmt_pm([r[-1]["wall"] for r in recs.values()], 2)
+    # time and FLOPs to Post-LN's final loss, per seed, and the speed-ups paired by seed
+    table = {row["arm"]: row for row in table_after(md, "**Time, FLOPs and samples to the final validation loss of "
+                                                        "Post-LN @ tuned lr")}
+    base = {s: records(out, r["path"]) for s, r in conv["arms"]["postln-tuned"]["runs"].items()}
+    for name, arm in conv["arms"].items():
+        t, sp, spf = [], [], []
+        for s, run in arm["runs"].items():
+            recs = records(out, run["path"])
+            target = finals["postln-tuned"][s]
+            mine, ref = first_reach(recs, target, "wall"), first_reach(base[s], target, "wall")
+            t.append(mine)
+            sp.append(ref / mine if mine else None)
+            mf, rf = first_reach(recs, target, "flops"), first_reach(base[s], target, "flops")
+            spf.append(rf / mf if mf else None)
+        row = table[arm["label"]]
+        assert row["time to it (s)"] == fmt_pm(t, 2)
+        assert row["speed-up (time)"] == fmt_pm(sp, 2)
+        assert row["speed-up (FLOPs)"] == fmt_pm(spf, 2)
+        assert row["seeds reaching it"] == f"{sum(x is not None for x in t)} / 2"
+
+    # the claim sentences carry the same speed-up
+    claim = next(r for r in rep["claims"]["speedup"] if r["target"] == "postln-tuned")
+    pld_sp = [first_reach(base[s], finals["postln-tuned"][s], "wall") / x if x else None
+              for s, x in ((s, first_reach(records(out, r["path"]), finals["postln-tuned"][s], "wall"))
+                           for s, r in conv["arms"]["pld"]["runs"].items())]
+    m, _ = mean_std(pld_sp)
+    assert claim["measured"] == pytest.approx(m) if m is not None else claim["measured"] is None
+    if m is not None:
+        assert f"PLD is {m:.2f}× faster" in md
+
+    # ablations: the fixed-rate run holds θ at θ̄ from the first step; θ̄ 0.9 runs more blocks than 0.5
+    abl = rep["ablations"]
+    assert set(abl["arms"]) == {"pld", "postln-tuned", "postln-pld", "pld-uniform", "pld-fixed", "pld-tb0.9"}
+    fixed = records(out, abl["arms"]["pld-fixed"]["runs"]["0"]["path"])
+    assert all(r["theta"] == 0.5 for r in fixed)
+    assert records(out, abl["arms"]["pld"]["runs"]["0"]["path"])[0]["theta"] > 0.5
+    assert records(out, abl["arms"]["postln-pld"]["runs"]["0"]["path"])  # Post-LN + PLD trained
+
+    # downstream: equal samples and equal wall-clock, scores from the fine-tuning results.json
+    ds = rep["downstream"]
+    f = {role: m["figures"] for role, m in ds["models"].items()}
+    assert f["equal-samples"]["samples"] == f["baseline"]["samples"]
+    assert f["equal-time"]["train_time_s"] >= 60 * ds["models"]["equal-time"]["spec"]["max_minutes"]
+    table = {row["checkpoint"]: row for row in table_after(md, "Fine-tuned with `pldrop evaluate`")}
+    for role, m in ds["models"].items():
+        res = json.loads((out / m["eval_path"] / "tiny-task" / "results.json").read_text())
+        scores = [run["score"] for run in res["per_seed"].values()]  # dev: no test split in the tiny task
+        assert table[m["label"]]["average"] == fmt_pm(scores, 1, 100)
+        assert table[m["label"]]["samples"] == str(records(out, m["path"])[-1]["samples"])
+
+    # and every number anywhere in report.md is a number of report.json, formatted
+    known = formatted_leaves(rep)
+    strings = " ".join([json.dumps(rep["machine"]), rep["claims"]["paper"]["reference"], rep["claims"]["paper"]["url"]])
+    body = re.sub(r"```.*?```", "", md, flags=re.S)  # the command block: checked below
+    body = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", body)  # image links
+    stray = [n for n in NUMBER.findall(body) if n not in known and n not in strings]
+    assert not stray, stray
+    assert rep["command"] in md and "--quick" in rep["command"]
+
+    # --rerender rebuilds verdicts and report.md from report.json alone, to the same text
+    (out / "report.md").unlink()
+    assert main(["report", "--out", str(out), "--rerender"]) == 0
+    assert (out / "report.md").read_text() == md
