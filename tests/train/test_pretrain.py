@@ -166,11 +166,21 @@ def test_existing_folder_and_resume_mismatch(tmp_path, capsys):
     capsys.readouterr()
     before = (out / "model.safetensors").read_bytes()
     _exit2(capsys, ["pretrain", "--corpus", CORPUS, "--out", str(out), *TINY, "--max-steps", "2"], "already exists")
+    assert (out / "model.safetensors").read_bytes() == before  # nothing overwritten
     _exit2(capsys, ["pretrain", "--out", str(out), "--resume", "--arm", "baseline", "--no-progress"],
            "model=")
     _exit2(capsys, ["pretrain", "--out", str(out), "--resume", "--preset", "mini", "--no-progress"], "model=")
     _exit2(capsys, ["pretrain", "--out", str(tmp_path / "nothing"), "--resume", "--no-progress"], "config.yaml")
-    assert (out / "model.safetensors").read_bytes() == before  # nothing overwritten
+    other_tok = tmp_path / "tok"
+    from pldrop.data.tokenizer import train_wordpiece
+
+    train_wordpiece(["a different corpus entirely, with other words"] * 20, vocab_size=120, out_dir=other_tok)
+    _exit2(capsys, ["pretrain", "--out", str(out), "--resume", "--tokenizer", str(other_tok), "--no-progress"],
+           "another tokenizer")
+    # the run's own tokenizer is accepted
+    assert main(["pretrain", "--out", str(out), "--resume", "--tokenizer", str(out), "--max-steps", "3",
+                 "--no-progress"]) == 0
+    capsys.readouterr()
     # --overwrite replaces it
     assert _pretrain(out, "--max-steps", "3", "--overwrite") == 0
     assert read_metrics(out / "metrics.jsonl")[-1]["step"] == 3

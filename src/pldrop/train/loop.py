@@ -200,6 +200,12 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     # data: tokenizer, packed sequences (cached), fixed validation masks
     d = cfg.data
     tokenizer_dir = str(out) if resume else d.tokenizer
+    if resume and d.tokenizer is not None:
+        from ..data.tokenizer import load_tokenizer, tokenizer_fingerprint
+
+        if tokenizer_fingerprint(load_tokenizer(d.tokenizer)) != tokenizer_fingerprint(load_tokenizer(out)):
+            raise UserError(f"--resume: {str(out)!r} was trained with another tokenizer than {d.tokenizer!r}; "
+                            "use another --out for a different tokenizer")
     if data is None:
         # rank 0 tokenizes and caches first, the others then read the cache; a group with a long
         # timeout, as tokenizing a large corpus can outlast the 60 s that catches a dead rank
