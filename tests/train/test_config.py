@@ -30,3 +30,11 @@ def test_types_and_unknown_keys():
         load_config(None, ["optim.bf16=maybe"])
     with pytest.raises(UserError, match="not of the form key=value"):
         load_config(None, ["optim.lr"])
+
+
+def test_shipped_configs_load():
+    from pathlib import Path
+
+    for f in sorted((Path(__file__).parents[2] / "configs").glob("*.yaml")):
+        cfg = load_config(f)
+        assert cfg.model.arm in ("pld", "baseline", "preln", "postln-pld"), f
