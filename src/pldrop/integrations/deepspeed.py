@@ -10,6 +10,7 @@ and an HF model receives keyword arguments it does not expect.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import warnings
 from pathlib import Path
@@ -165,3 +166,57 @@ def release_skipped_grads(ctl, engine) -> int:
     if engine.zero_optimization_stage() != 0 or not engine.is_gradient_accumulation_boundary():
         return 0
     return ctl.release_skipped_grads()
+
+
+def engine_for_pretraining(module, optimizer, config: dict | str | Path, *, micro_batch: int, grad_accum: int,
+                           world: int, clip_grad: float):
+    """``deepspeed.initialize`` for ``pldrop pretrain --deepspeed``: pldrop's optimizer and lr, DeepSpeed's ZeRO.
+
+    The config's batch sizes and clipping are filled from pldrop's settings (a conflicting value
+    is an error); its ``progressive_layer_drop`` block is read by the caller and switched off
+    here, so blocks are dropped once, by pldrop. ``optimizer`` / ``scheduler`` sections are
+    refused: pldrop sets AdamW and the lr schedule itself.
+    """
+    try:
+        import deepspeed
+    except ImportError:
+        raise UserError("--deepspeed needs DeepSpeed: pip install 'pldrop[deepspeed]' (deepspeed==0.19.7)") from None
+    cfg = without_pld(config)
+    for key in ("optimizer", "scheduler"):
+        if key in cfg:
+            raise UserError(f"DeepSpeed config has a {key!r} section; remove it: pldrop sets AdamW and its "
+                            "lr schedule (optim.* settings)")
+    wanted = {"train_micro_batch_size_per_gpu": micro_batch, "gradient_accumulation_steps": grad_accum,
+              "train_batch_size": micro_batch * grad_accum * world}
+    for key, value in wanted.items():
+        if cfg.get(key, value) != value:
+            raise UserError(f"DeepSpeed config sets {key}={cfg[key]}, but pldrop's settings give {value}; "
+                            "remove it from the config or change optim.batch_size / optim.grad_accum")
+        cfg[key] = value
+    cfg.setdefault("gradient_clipping", clip_grad)
+    cfg.setdefault("steps_per_print", 10**9)
+    if not torch_cuda_available():
+        # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op for inference at start
+        # (minutes of C++ compilation, unused in training); skip it
+        importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
+    import torch.distributed as dist
+
+    if not dist.is_initialized():  # one process, not launched by torchrun: a group of one
+        import os
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        for key, value in (("MASTER_ADDR", "127.0.0.1"), ("MASTER_PORT", str(port)), ("RANK", "0"),
+                           ("WORLD_SIZE", "1"), ("LOCAL_RANK", "0")):
+            os.environ.setdefault(key, value)
+        dist.init_process_group("nccl" if torch_cuda_available() else "gloo")
+    engine, _, _, _ = deepspeed.initialize(model=module, optimizer=optimizer, config=cfg)
+    return engine
+
+
+def torch_cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

@@ -85,6 +85,9 @@ def add_parser(sub) -> None:
                    help="baseline = Post-LN BertForMaskedLM; pld = Pre-LN RobertaPreLayerNorm + PLD "
                         "(default); preln = Pre-LN without PLD; postln-pld = Post-LN + PLD")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--deepspeed", metavar="DS_CONFIG.json",
+                   help="train under the DeepSpeed engine (ZeRO 0/1/2; launch with torchrun); its "
+                        "progressive_layer_drop block sets θ̄ and γ of pldrop's PLD, DeepSpeed's own stays off")
     add_common(p)
     p.set_defaults(run=run)
 
@@ -104,6 +107,7 @@ def run(args) -> int:
         base = yaml.safe_load(saved.read_text())
     flat = flat_flags(args)
     flat["model.arm"] = args.arm
+    flat["deepspeed"] = args.deepspeed
     cfg = load_config(args.config, args.overrides, base=base, **flat)
     try:
         summary = pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite,

@@ -145,11 +145,14 @@ class TrainConfig:
     log_every: int = 1  # write metrics every N steps
     seed: int = 0  # seeds the split, initialisation, data order, masks and PLD gates
     threads: int | None = None  # torch CPU threads (default: torch's choice)
+    deepspeed: str | None = None  # a DeepSpeed config JSON: train under the DeepSpeed engine (ZeRO 0/1/2)
 
     def __post_init__(self):
         _check(self.eval_every >= 1, "eval_every", self.eval_every, "must be >= 1")
         _check(self.save_every >= 0, "save_every", self.save_every, "must be >= 0")
         _check(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
+        if self.deepspeed is not None and not Path(self.deepspeed).is_file():
+            raise UserError(f"--deepspeed {self.deepspeed!r}: no such file")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

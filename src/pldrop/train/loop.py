@@ -223,8 +223,17 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     if len(data.valid) == 0:
         raise UserError("the corpus gave no validation sequences; give more documents or raise data.val_fraction")
 
-    # model (+ PLD)
+    # model (+ PLD); a DeepSpeed config's progressive_layer_drop block sets θ̄ and γ
     m = cfg.model
+    if cfg.deepspeed:
+        from ..integrations.deepspeed import from_deepspeed_config
+
+        ds_pld = from_deepspeed_config(cfg.deepspeed, engine_uses_config=False)
+        if ds_pld is not None:
+            if not m.uses_pld:
+                raise UserError(f"the DeepSpeed config enables progressive_layer_drop, but arm {m.arm!r} has no PLD; "
+                                "use --arm pld (or postln-pld), or disable it in the config")
+            cfg.pld.theta_bar, cfg.pld.gamma = ds_pld["theta_bar"], ds_pld["gamma"]
     drop = {"hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": m.dropout}
     model = build_model(m.arm, len(data.tokenizer), m.preset, m.config_file, d.seq_len, cfg.seed, **drop).to(device)
     model.train()
@@ -233,7 +242,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
         ctl = apply_pld(model, theta_bar=cfg.pld.theta_bar, gamma=0.0, seed=cfg.seed, rule=cfg.pld.rule,
                         rescale=cfg.pld.rescale)
     loss_module = MaskedLMLoss(model)
-    if world > 1:
+    if world > 1 and not cfg.deepspeed:
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         # a skipped block's parameters get no gradient: DDP must look for unused parameters
@@ -241,6 +250,13 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     peak_lr = o.lr if o.lr is not None else default_lr(m.arm, o.paper_lrs)
     optimizer = torch.optim.AdamW(_param_groups(model, o.weight_decay), lr=peak_lr, betas=(o.beta1, o.beta2),
                                   eps=o.eps)
+    engine = None
+    if cfg.deepspeed:  # DeepSpeed wraps the loss module and the optimizer (ZeRO), clips, and reduces
+        from ..integrations.deepspeed import engine_for_pretraining
+
+        engine = loss_module = engine_for_pretraining(loss_module, optimizer, cfg.deepspeed, micro_batch=o.batch_size,
+                                                      grad_accum=o.grad_accum, world=world, clip_grad=o.clip_grad)
+        optimizer = engine.optimizer
 
     # budget and horizon (steps the lr schedule and γ = 100/T assume)
     b = cfg.budget
@@ -251,6 +267,9 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
 
     if resume:
         ckpt = latest_checkpoint(out / "checkpoints")
+        if engine is not None:
+            raise UserError("--resume of a --deepspeed run is not supported yet (ZeRO optimizer state is not "
+                            "saved as plain tensors); start a new run")
         state = load_checkpoint(ckpt, model, optimizer)
         step, samples, train_time, flops = state["step"], state["samples"], state["train_time"], state["flops"]
         horizon = state["horizon"]
@@ -311,7 +330,8 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             return
         state = {"step": step, "samples": samples, "train_time": train_time, "flops": flops, "horizon": horizon,
                  "pld": ctl.state_dict() if ctl is not None else None, "arm": m.arm}
-        save_checkpoint(out / "checkpoints", model, optimizer, state)
+        # under DeepSpeed only the weights are kept (its optimizer state holds Python objects)
+        save_checkpoint(out / "checkpoints", model, optimizer if engine is None else _NoState(), state)
 
     try:
         while not done():
@@ -332,23 +352,30 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
                 batch = {k: v.to(device) for k, v in batch.items()}
                 with torch.autocast(device.type, torch.bfloat16, enabled=o.bf16):
                     loss, c, n = loss_module(batch["input_ids"], batch["attention_mask"], batch["labels"])
-                (loss / o.grad_accum).backward()
                 loss_sum += loss.item() / o.grad_accum
+                if engine is not None:  # DeepSpeed scales by 1/accumulation and steps at the boundary
+                    engine.backward(loss)
+                    if micro == o.grad_accum - 1:
+                        _check_finite(loss_sum, step, lr, out)
+                        if ctl is not None:
+                            from ..integrations.deepspeed import release_skipped_grads
+
+                            release_skipped_grads(ctl, engine)
+                    engine.step()
+                else:
+                    (loss / o.grad_accum).backward()
                 correct, masked = correct + int(c), masked + n
                 kept_now = sum(ctl.last_kept) if ctl is not None and ctl.last_kept is not None else _num_blocks(model)
                 blocks_run += kept_now / o.grad_accum
                 flops += train_flops(model.config, batch["input_ids"].shape[0], d.seq_len, n, kept_now) * world
-            if not math.isfinite(loss_sum):
-                raise UserError(
-                    f"the loss became {loss_sum} at step {step} (lr {lr:.3g}); training stopped, the last good "
-                    f"checkpoint in {str(out / 'checkpoints')!r} is intact -- lower optim.lr or enable clipping"
-                )
-            if ctl is not None:
-                ctl.release_skipped_grads()  # DDP fills zeros for skipped blocks: no update for them
-            if o.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            if engine is None:
+                _check_finite(loss_sum, step, lr, out)
+                if ctl is not None:
+                    ctl.release_skipped_grads()  # DDP fills zeros for skipped blocks: no update for them
+                if o.clip_grad > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), o.clip_grad)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
             step += 1
             samples += global_batch
             dt = time.perf_counter() - t0
@@ -414,6 +441,19 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     if world > 1:
         torch.distributed.barrier()
     return summary
+
+
+class _NoState:
+    def state_dict(self) -> dict:
+        return {}
+
+
+def _check_finite(loss: float, step: int, lr: float, out: Path) -> None:
+    if not math.isfinite(loss):
+        raise UserError(
+            f"the loss became {loss} at step {step} (lr {lr:.3g}); training stopped, the last good "
+            f"checkpoint in {str(out / 'checkpoints')!r} is intact -- lower optim.lr or enable clipping"
+        )
 
 
 class _Interrupted(Exception):
