@@ -40,3 +40,19 @@ def test_load_tokenizer_errors_name_the_folder(tmp_path):
         load_tokenizer(tmp_path)
     with pytest.raises(UserError, match="vocab_size must be an integer >= 32"):
         train_wordpiece(["x"], vocab_size=5)
+
+
+def test_vocabulary_is_numbered_in_a_fixed_order(tmp_path):
+    """Specials 0..4, then the rest sorted: the same vocabulary always gets the same ids.
+
+    (The trainer breaks frequency ties at the vocabulary cut-off in no fixed order, so two
+    trainings can still differ by a token there; the run folder keeps the tokenizer it used.)"""
+    from pathlib import Path
+
+    from pldrop.data.tokenizer import SPECIAL_TOKENS, train_wordpiece
+
+    text = (Path(__file__).parents[1] / "fixtures" / "corpus" / "tiny.txt").read_text().split("\n\n")
+    vocab = train_wordpiece(text, vocab_size=300, out_dir=tmp_path).get_vocab()
+    ordered = sorted(vocab, key=vocab.get)
+    assert ordered[:5] == SPECIAL_TOKENS
+    assert ordered[5:] == sorted(ordered[5:])

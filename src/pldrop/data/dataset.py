@@ -38,7 +38,7 @@ from pldrop.data.tokenizer import load_tokenizer, tokenizer_fingerprint, train_w
 from pldrop.data.wheels import default_cache_dir
 from pldrop.errors import UserError
 
-FORMAT_VERSION = 1  # bump when the cache layout or packing changes
+FORMAT_VERSION = 2  # bump when the cache layout, packing or tokenizer training changes
 DOC_BATCH = 256     # documents per tokenizer call
 ROW_BATCH = 1024    # sequences per write
 

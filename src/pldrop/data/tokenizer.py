@@ -49,6 +49,13 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, lowercase: boo
                                         special_tokens=SPECIAL_TOKENS, show_progress=show_progress,
                                         continuing_subword_prefix="##")
     tok.train_from_iterator(texts, trainer=trainer)
+    # The trainer breaks frequency ties in no fixed order, so two trainings on the same corpus
+    # number the same vocabulary differently; renumber it (special tokens first, then sorted), so
+    # the token ids -- and every cached token file -- are the same on every run and machine.
+    vocab = tok.get_vocab()
+    rest = sorted(t for t in vocab if t not in SPECIAL_TOKENS)
+    tok.model = models.WordPiece({t: i for i, t in enumerate(SPECIAL_TOKENS + rest)}, unk_token="[UNK]",
+                                 continuing_subword_prefix="##")
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
