@@ -246,7 +246,8 @@ def test_kept_frequency_within_4_sigma():
     counts = [0] * L
     for step in range(steps):
         ctl.step(step)
-        ctl.keep_probs = pldrop.keep_probs(0.5, L)  # hold θ at θ̄ so every p_l is fixed
+        ctl.hold(0.5)  # θ held at θ̄ so every p_l is fixed
+        assert ctl.keep_probs == pldrop.keep_probs(0.5, L) and ctl.theta == 0.5
         for i, k in enumerate(ctl.draw()):
             counts[i] += k
     for i, p in enumerate(pldrop.keep_probs(0.5, L)):
@@ -379,3 +380,13 @@ def test_gradient_checkpointing_recomputes_with_the_same_gates(family, batch):
         assert (a is None) == (b is None)
         if a is not None:
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_hold_validates_and_is_reset_by_step():
+    ctl = pldrop.ProgressiveLayerDrop([2, 3], gamma=0.0)
+    ctl.hold(0.6)
+    assert ctl.keep_probs == pldrop.keep_probs(0.6, 2) + pldrop.keep_probs(0.6, 3)
+    ctl.step(5)
+    assert ctl.theta == 1.0 and ctl.keep_probs == [1.0] * 5
+    with pytest.raises(ValueError, match="out of range"):
+        ctl.hold(0.0)

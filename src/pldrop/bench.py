@@ -111,7 +111,10 @@ def time_steps(
     def run_pld(th: float | None, full_head=False):
         def fn():
             ctl.step(next(calls))
-            ctl.keep_probs = [0.0] * L if th is None else keep_probs(th, L)  # θ held fixed
+            if th is None:
+                ctl.keep_probs = [0.0] * L  # every block skipped: the fixed cost
+            else:
+                ctl.hold(th)
             _step(pld, opts["pld"], batch, full_head, bf16)
             return sum(ctl.last_kept)
 

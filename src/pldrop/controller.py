@@ -110,11 +110,16 @@ class ProgressiveLayerDrop:
         """Set θ for the forwards of optimizer step ``global_step``; returns θ."""
         self.global_step = int(global_step)
         self.micro_step = 0  # training forwards since this call (gradient accumulation)
-        self.theta = theta(self.global_step, self.theta_bar, self.gamma)
-        self.keep_probs = [p for n in self.group_sizes for p in keep_probs(self.theta, n, self.rule)]
+        self.hold(theta(self.global_step, self.theta_bar, self.gamma))
         self.last_kept: list[bool] | None = None
         self._kept_this_step = [False] * self.num_layers
         return self.theta
+
+    def hold(self, value: float) -> None:
+        """Use θ = ``value`` for this step's forwards (``step`` sets θ(t); ablations and benchmarks
+        hold a fixed θ by calling this after ``step``)."""
+        self.theta = check_theta_bar(value)
+        self.keep_probs = [p for n in self.group_sizes for p in keep_probs(self.theta, n, self.rule)]
 
     def draw(self) -> list[bool]:
         """Draw the gates for the next training forward (called by the model's pre-hook)."""

@@ -276,3 +276,11 @@ def test_time_to_loss_interpolates():
     assert time_to_loss(recs, 4.5) == 2.0
     assert time_to_loss(recs, 4.5, "samples") == 20.0
     assert time_to_loss(recs, 3.9) is None
+
+
+def test_fixed_rate_ablation_holds_theta(tmp_path):
+    out = tmp_path / "fixed"
+    assert _pretrain(out, "--max-steps", "3", "pld.fixed=true", "pld.theta_bar=0.7") == 0
+    recs = read_metrics(out / "metrics.jsonl")
+    assert [r["theta"] for r in recs] == [0.7, 0.7, 0.7]  # no progressive schedule: θ̄ from step 0
+    assert recs[0]["expected_kept"] == pytest.approx(sum(__import__("pldrop").keep_probs(0.7, 2)))

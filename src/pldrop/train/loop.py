@@ -253,6 +253,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     engine = None
     if cfg.deepspeed:  # DeepSpeed wraps the loss module and the optimizer (ZeRO), clips, and reduces
         from ..integrations.deepspeed import engine_for_pretraining
+        from ..integrations.deepspeed import release_skipped_grads as ds_release
 
         engine = loss_module = engine_for_pretraining(loss_module, optimizer, cfg.deepspeed, micro_batch=o.batch_size,
                                                       grad_accum=o.grad_accum, world=world, clip_grad=o.clip_grad)
@@ -340,7 +341,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             if ctl is not None:
                 ctl.step(step)
                 if cfg.pld.fixed:  # ablation: θ held at θ̄ from the start
-                    ctl.theta, ctl.keep_probs = cfg.pld.theta_bar, _fixed_probs(ctl, cfg.pld.theta_bar)
+                    ctl.hold(cfg.pld.theta_bar)
             lr = lr_at(step, peak_lr, horizon, o.schedule, o.warmup_ratio, o.exp_decay_rate, o.exp_decay_every)
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -358,9 +359,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
                     if micro == o.grad_accum - 1:
                         _check_finite(loss_sum, step, lr, out)
                         if ctl is not None:
-                            from ..integrations.deepspeed import release_skipped_grads
-
-                            release_skipped_grads(ctl, engine)
+                            ds_release(ctl, engine)
                     engine.step()
                 else:
                     (loss / o.grad_accum).backward()
@@ -419,7 +418,6 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             if _any_rank(stop.signal is not None, world, device):
                 save()
                 name = "SIGTERM" if stop.signal == signal.SIGTERM else "SIGINT"
-                summary = {"interrupted": name, "step": step}
                 raise _Interrupted(name, step, out)
     finally:
         bar.close()
@@ -460,12 +458,6 @@ class _Interrupted(Exception):
     def __init__(self, name: str, step: int, out: Path):
         super().__init__(f"{name} at step {step}: checkpoint saved; continue with --resume --out {out}")
         self.exit_code = 143 if name == "SIGTERM" else 130
-
-
-def _fixed_probs(ctl, theta_bar: float) -> list[float]:
-    from ..schedule import keep_probs
-
-    return [p for n in ctl.group_sizes for p in keep_probs(theta_bar, n, ctl.rule)]
 
 
 def _num_blocks(model) -> int:
