@@ -28,6 +28,7 @@ from ..schedule import gamma_for_steps
 from ..surgery import apply_pld
 from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, default_lr, dump_config
+from .distributed import any_rank, dist_setup
 
 HORIZON_WINDOW = 10  # time budgets: the horizon is re-estimated each step from this many recent steps
 
@@ -83,27 +84,6 @@ class _Stop:
     def restore(self):
         for sig, old in self._old.items():
             signal.signal(sig, old)
-
-
-def _dist_setup() -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    device = torch.device(f"cuda:{local}" if torch.cuda.is_available() else "cpu")
-    if world > 1 and not torch.distributed.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        torch.distributed.init_process_group(backend, timeout=datetime.timedelta(seconds=60))
-    return rank, world, device
-
-
-def _any_rank(flag: bool, world: int, device) -> bool:
-    if world == 1:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
 
 
 @torch.no_grad()
@@ -189,7 +169,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     from ..data.dataset import prepare_data
 
     out = Path(out)
-    rank, world, device = _dist_setup()
+    rank, world, device = dist_setup()
     main_proc = rank == 0
     check_run_folder(out, resume, overwrite)
     if resume:
@@ -324,7 +304,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             return step >= b.max_steps
         if b.max_samples is not None:
             return samples >= b.max_samples
-        return _any_rank(train_time >= budget_s, world, device)
+        return any_rank(train_time >= budget_s, world, device)
 
     def save() -> None:
         if not main_proc:
@@ -415,7 +395,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
 
             if finished or (cfg.save_every and step % cfg.save_every == 0):
                 save()
-            if _any_rank(stop.signal is not None, world, device):
+            if any_rank(stop.signal is not None, world, device):
                 save()
                 name = "SIGTERM" if stop.signal == signal.SIGTERM else "SIGINT"
                 raise _Interrupted(name, step, out)
