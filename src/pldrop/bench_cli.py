@@ -336,7 +336,7 @@ def execute_converge(out: Path, cfg, scale, ablations: bool, progress: bool | No
 
 def run_converge(args) -> int:
     from .reporting.render import render_ablations, render_converge, render_machine
-    from .train.loop import _Interrupted
+    from .train.loop import Interrupted as _Interrupted
 
     reexec_with_tcmalloc(args)
     cfg, train = base_config(args)

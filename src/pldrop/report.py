@@ -119,7 +119,7 @@ def run(args) -> int:
     from .reporting.downstream import run_downstream
     from .reporting.plots import plot_step
     from .reporting.render import render_report
-    from .train.loop import _Interrupted
+    from .train.loop import Interrupted as _Interrupted
 
     if args.rerender:
         return rerender(args.out)

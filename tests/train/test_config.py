@@ -23,7 +23,7 @@ def test_later_budget_kind_replaces_earlier(tmp_path):
 
 def test_types_and_unknown_keys():
     cfg = load_config(None, ["optim.lr=1e-3", "data.corpus=[a.txt, b.txt]", "optim.bf16=true", "seed=3"])
-    assert cfg.optim.lr == 1e-3 and cfg.data.corpus == ["a.txt", "b.txt"] and cfg.optim.bf16 and cfg.seed == 3
+    assert cfg.optim.lr == 1e-3 and cfg.data.corpus == ["a.txt", "b.txt"] and cfg.optim.precision == "bf16" and cfg.seed == 3
     with pytest.raises(UserError, match="unknown config key 'pld.thetabar' \\(did you mean 'theta_bar'\\?\\)"):
         load_config(None, ["pld.thetabar=0.5"])
     with pytest.raises(UserError, match="must be true or false"):

@@ -122,7 +122,7 @@ def test_sigterm_writes_checkpoint_and_exits_cleanly(tmp_path):
     rc = p.wait(timeout=60)
     stdout, stderr = p.stdout.read(), p.stderr.read()
     assert rc == 143, stderr
-    assert "checkpoint saved" in stdout and "Traceback" not in stderr
+    assert "checkpoint saved" in stderr and "Traceback" not in stderr  # the interrupt message goes to stderr
     step = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]
     assert step == read_metrics(out / "metrics.jsonl")[-1]["step"]
 
@@ -168,8 +168,8 @@ def test_existing_folder_and_resume_mismatch(tmp_path, capsys):
     _exit2(capsys, ["pretrain", "--corpus", CORPUS, "--out", str(out), *TINY, "--max-steps", "2"], "already exists")
     assert (out / "model.safetensors").read_bytes() == before  # nothing overwritten
     _exit2(capsys, ["pretrain", "--out", str(out), "--resume", "--arm", "baseline", "--no-progress"],
-           "model=")
-    _exit2(capsys, ["pretrain", "--out", str(out), "--resume", "--preset", "mini", "--no-progress"], "model=")
+           "model.arm='pld', not 'baseline'")
+    _exit2(capsys, ["pretrain", "--out", str(out), "--resume", "--preset", "mini", "--no-progress"], "model.preset=")
     _exit2(capsys, ["pretrain", "--out", str(tmp_path / "nothing"), "--resume", "--no-progress"], "config.yaml")
     other_tok = tmp_path / "tok"
     from pldrop.data.tokenizer import train_wordpiece
@@ -229,7 +229,7 @@ def test_nan_loss_stops_with_clear_message(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(MaskedLMLoss, "forward", poisoned)
     out = tmp_path / "nan"
     err = _exit2(capsys, ["pretrain", "--corpus", CORPUS, "--out", str(out), *TINY, "--max-steps", "10",
-                          "--save-every", "2", "--eval-every", "100"], "the loss became nan at step 3")
+                          "--save-every", "2", "--eval-every", "100"], "the loss became nan at step 4")  # metrics.jsonl numbering: the 4th step
     assert "intact" in err
     latest = json.loads((out / "checkpoints" / "latest.json").read_text())
     assert latest["step"] == 2  # the last good checkpoint, not overwritten with NaN weights

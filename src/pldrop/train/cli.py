@@ -15,7 +15,7 @@ corpus sources (--corpus, repeatable):
   hf:NAME[:CONFIG]             a Hugging Face dataset (needs the hub or a local HF cache)
 
 config keys (YAML file and/or key=value overrides), e.g.
-  optim.lr=5e-4  optim.schedule=exp  optim.grad_accum=4  optim.bf16=true
+  optim.lr=5e-4  optim.schedule=exp  optim.grad_accum=4  optim.precision=bf16  model.compile=true
   pld.theta_bar=0.5  pld.gamma=0.001  pld.rule=uniform  pld.fixed=true
   data.vocab_size=16000  data.seq_len=256  model.config_file=bert.json  eval_every=50
 the resolved config is written to OUT/config.yaml.
@@ -41,7 +41,10 @@ def add_common(p: argparse.ArgumentParser, pretrain: bool = True) -> None:
     p.add_argument("--text-field", help="text field of JSON corpora and hf: datasets (default: text)")
     p.add_argument("--text-column", help="text column of CSV/TSV corpora (default: text)")
     p.add_argument("--cache-dir", help="pldrop cache (default: $PLDROP_CACHE or ~/.cache/pldrop)")
-    p.add_argument("--bf16", action="store_true", default=None, help="bf16 autocast")
+    p.add_argument("--precision", choices=["fp32", "bf16", "auto"],
+                   help="fp32, bf16 autocast, or auto (default): bf16 where the hardware runs it natively and "
+                        "it was measured faster at the model's width")
+    p.add_argument("--bf16", action="store_true", default=None, help="same as --precision bf16")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--save-every", type=int, help="checkpoint every N steps (default: 100; 0 = at the end only)")
     p.add_argument("--eval-every", type=int, help="validate every N steps (default: 25)")
@@ -65,7 +68,7 @@ def flat_flags(args) -> dict:
         "data.text_field": args.text_field,
         "data.text_column": args.text_column,
         "data.cache_dir": args.cache_dir,
-        "optim.bf16": args.bf16,
+        "optim.precision": "bf16" if args.bf16 else args.precision,
         "threads": args.threads,
         "save_every": args.save_every,
         "eval_every": args.eval_every,
@@ -88,6 +91,11 @@ def add_parser(sub) -> None:
     p.add_argument("--deepspeed", metavar="DS_CONFIG.json",
                    help="train under the DeepSpeed engine (ZeRO 0/1/2; launch with torchrun); its "
                         "progressive_layer_drop block sets θ̄ and γ of pldrop's PLD, DeepSpeed's own stays off")
+    p.add_argument("--fsdp", action="store_true", default=None,
+                   help="under torchrun: shard the model with FSDP2 (fully_shard per block); a block dropped on "
+                        "every rank costs no all-gather and no reduce-scatter")
+    p.add_argument("--allow-data-change", action="store_true",
+                   help="with --resume: continue although the corpus changed since the run started (recorded)")
     add_common(p)
     p.set_defaults(run=run)
 
@@ -97,24 +105,33 @@ def run(args) -> int:
 
     from ..errors import UserError
     from .config import load_config
-    from .loop import _Interrupted, pretrain
+    from .loop import Interrupted, pretrain, report_interrupt
 
     base = None
     if args.resume:
         saved = args.out / "config.yaml"
         if not saved.is_file():
             raise UserError(f"--resume: {str(args.out)!r} holds no config.yaml (not a pldrop run folder)")
-        base = yaml.safe_load(saved.read_text())
+        try:
+            base = yaml.safe_load(saved.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise UserError(f"--resume: {str(saved)!r} is damaged ({str(e).splitlines()[0]}); "
+                            "it is not a readable pldrop config") from None
+        if not isinstance(base, dict):
+            raise UserError(f"--resume: {str(saved)!r} is damaged: not a mapping of config keys")
     flat = flat_flags(args)
     flat["model.arm"] = args.arm
     flat["deepspeed"] = args.deepspeed
+    flat["fsdp"] = args.fsdp
+    if args.allow_data_change and not args.resume:
+        raise UserError("--allow-data-change only applies with --resume")
     cfg = load_config(args.config, args.overrides, base=base, **flat)
     try:
         summary = pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite,
-                           progress=False if args.no_progress else None)
-    except _Interrupted as e:
-        print(f"pldrop pretrain: {e}")
-        return e.exit_code
+                           progress=False if args.no_progress else None, allow_data_change=args.allow_data_change,
+                           config_file=args.config)
+    except Interrupted as e:
+        return report_interrupt("pretrain", e)
     if not summary:  # a rank other than 0 under torchrun: rank 0 reports
         return 0
     val = f", validation loss {summary['val_loss']:.4f}" if "val_loss" in summary else ""

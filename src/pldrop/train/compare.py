@@ -1,83 +1,260 @@
-"""`pldrop compare`: Post-LN BERT baseline vs Pre-LN + PLD, same data, same budget, one report.
+"""`pldrop compare`: a Post-LN BERT baseline, Pre-LN and Pre-LN + PLD trained side by side, in lockstep.
 
-Both arms share the tokenizer, the data order, the masks and the validation set; each gets the
-same budget (by default the same minutes of training time). Writes ``report.md``,
-``results.json`` and PNG plots in ``--out``; each arm's run folder is ``--out/<arm>``.
+All arms train in one process, one optimizer step at a time, always the arm that has used the least
+training time so far: with a time budget every arm gets the same training time (PLD, with cheaper
+steps, takes more of them), and load on the machine hits every arm alike. The arms share the
+tokenizer, data order, masks and validation set (validated at the same sample counts) and nothing
+else: each has its own model, optimizer, RNG stream and PLD gates. The report splits the speed-up
+into what the architecture and its learning rate give (Pre-LN vs Post-LN) and what dropping adds
+(Pre-LN + PLD vs Pre-LN), and prints the unigram loss of the tokenizer, the plateau a model must
+leave before any speed-up means something. Writes ``report.md``, ``results.json`` and PNG plots in
+``--out``; each arm's run folder is ``--out/<arm>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MINUTES = 4.0  # per arm: two arms + data preparation finish within 10 minutes on 2 cores
+DEFAULT_ARMS = ["baseline", "preln", "pld"]
+# The default recipe (benchmarks/README.md, "A default that learns"): every arm gets DEFAULT_MINUTES of
+# training; Pre-LN arms follow Cramming (no dropout, high peak rate, short warm-up, masked-only head).
+DEFAULT_MINUTES = 4.0
+DEFAULTS: dict[str, Any] = {
+    "budget": {"max_minutes": DEFAULT_MINUTES},
+    "model": {"dropout": 0.0},
+}
+DEFAULT_LRS = {"baseline": 5e-4, "postln-pld": 5e-4, "preln": 1e-3, "pld": 1e-3}
+COMPARE_FILE = "compare.json"
 
 
 def add_parser(sub) -> None:
+    from ..models import ARMS
     from .cli import EPILOG, add_common
 
     p = sub.add_parser(
         "compare",
-        help="train the Post-LN baseline and Pre-LN + PLD side by side and report the speed-up",
+        help="train the Post-LN baseline, Pre-LN and Pre-LN + PLD side by side and report the speed-up",
         description=__doc__ + f"\nDefault budget: {DEFAULT_MINUTES:g} minutes of training per arm.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(p)
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), metavar="ARM",
+                   help=f"arms to train, the first is the reference (default: {' '.join(DEFAULT_ARMS)}; "
+                        f"choices: {', '.join(ARMS)})")
     p.add_argument("--paper-lrs", action="store_true",
-                   help="the paper's learning rates: 1e-4 for Post-LN, 1e-3 for Pre-LN + PLD "
-                        "(default: 5e-4 for Post-LN, which small models need, and 1e-3)")
-    p.add_argument("--baseline-lr", type=float, help="peak learning rate of the baseline")
-    p.add_argument("--pld-lr", type=float, help="peak learning rate of the PLD arm")
-    p.add_argument("--theta-bar", type=float, help="θ̄ of the PLD arm (default: 0.5)")
-    p.add_argument("--arms", nargs=2, default=["baseline", "pld"], metavar=("BASELINE", "OTHER"),
-                   choices=["baseline", "pld", "preln", "postln-pld"],
-                   help="the two arms to compare (default: baseline pld)")
+                   help="the paper's learning rates: 1e-4 for Post-LN, 1e-3 for Pre-LN (+ PLD)")
+    p.add_argument("--baseline-lr", type=float, help="peak learning rate of the Post-LN arms")
+    p.add_argument("--preln-lr", type=float, help="peak learning rate of the Pre-LN arm")
+    p.add_argument("--pld-lr", type=float, help="peak learning rate of the Pre-LN + PLD arm")
+    p.add_argument("--theta-bar", type=float, help="θ̄ of the PLD arms (default: 0.5)")
+    p.add_argument("--resume", action="store_true", help="continue the comparison in --out from its checkpoints")
     p.set_defaults(run=run)
 
 
-def run(args) -> int:
-    from ..data.dataset import prepare_data
-    from ..errors import UserError
+def arm_configs(args, base: dict[str, dict] | None = None) -> dict[str, Any]:
+    """One resolved config per arm: the command's defaults, then (on resume) the arm's saved config,
+    the file, the flags and overrides, then the arm and its learning rate."""
     from .cli import flat_flags
     from .config import load_config
-    from .loop import _Interrupted, check_run_folder, pretrain
 
-    out: Path = args.out
-    check_run_folder(out, resume=False, overwrite=args.overwrite)
+    arms = args.arms or DEFAULT_ARMS
     flat = flat_flags(args)
     flat["pld.theta_bar"] = args.theta_bar
     flat["optim.paper_lrs"] = True if args.paper_lrs else None
+    given = {"baseline": args.baseline_lr, "postln-pld": args.baseline_lr, "preln": args.preln_lr, "pld": args.pld_lr}
     cfgs = {}
-    for arm, lr in zip(args.arms, (args.baseline_lr, args.pld_lr)):
-        cfgs[arm] = load_config(args.config, args.overrides, defaults={"budget": {"max_minutes": DEFAULT_MINUTES}},
+    for arm in arms:
+        lr = given[arm] if given[arm] is not None else (None if args.paper_lrs else DEFAULT_LRS[arm])
+        saved = (base or {}).get(arm)
+        if saved is not None and given[arm] is None:
+            lr = None  # the saved config's rate
+        cfgs[arm] = load_config(args.config, args.overrides, defaults=DEFAULTS, base=saved,
                                 **flat, **{"model.arm": arm, "optim.lr": lr})
-    first = cfgs[args.arms[0]]
-    d = first.data
-    if out.exists() and args.overwrite:
-        import shutil
+    return cfgs
 
-        shutil.rmtree(out)
-    data = prepare_data(d.corpus, seq_len=d.seq_len, vocab_size=d.vocab_size, lowercase=d.lowercase,
-                        tokenizer_dir=d.tokenizer, val_fraction=d.val_fraction, seed=first.seed,
-                        cache_dir=d.cache_dir, text_field=d.text_field, text_column=d.text_column,
-                        mlm_prob=d.mlm_prob, progress=False if args.no_progress else None)
+
+def run(args) -> int:
+    import yaml
+
+    from ..errors import UserError
+    from .lockstep import train_lockstep
+    from .loop import Interrupted, StopSignal, input_paths, report_interrupt
+    from .loop import _rundir
+
+    RunLock, check_out, staged = _rundir()
+    from .run import PretrainRun
+
+    out: Path = args.out
+    if args.arms and len(set(args.arms)) != len(args.arms):
+        raise UserError(f"--arms {' '.join(args.arms)}: each arm at most once")
+    base = None
+    if args.resume:
+        saved = _read_compare_file(out)
+        if args.arms and args.arms != saved["arms"]:
+            raise UserError(f"--resume: {str(out)!r} compares {' '.join(saved['arms'])}, not {' '.join(args.arms)}")
+        args.arms = saved["arms"]
+        base = {}
+        for arm in args.arms:
+            try:
+                base[arm] = yaml.safe_load((out / arm / "config.yaml").read_text(encoding="utf-8"))
+            except (OSError, yaml.YAMLError):
+                base[arm] = None  # the arm never started: it starts now with the command's settings
+    cfgs = arm_configs(args, base)
+    arms = list(cfgs)
+    first = next(iter(cfgs.values()))
+    if len({c.optim.batch_size * c.optim.grad_accum for c in cfgs.values()}) > 1:
+        raise UserError("the arms must share one batch size, so they are validated at the same sample counts")
+    inputs = [p for c in cfgs.values() for p in input_paths(c)] + ([args.config] if args.config else [])
+    check_out(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)
+
+    stop = StopSignal(immediate=True)
+    runs: dict[str, PretrainRun] = {}
+    stage = None
     progress = False if args.no_progress else None
+    load_start = _loadavg()
     try:
-        for arm, cfg in cfgs.items():
-            print(f"== {arm}: {describe(cfg)}", flush=True)
-            pretrain(cfg, out / arm, data=data, progress=progress)
-    except _Interrupted as e:
-        print(f"pldrop compare: {e}")
-        return e.exit_code
-    if len(data.valid) == 0:  # pragma: no cover - pretrain refuses this already
-        raise UserError("no validation data")
-    results = write_report(out, cfgs, args.arms)
+        with RunLock(out) if out.is_dir() else _nothing():
+            data = _prepare(first, progress)
+            if args.overwrite and out.exists():
+                stage = staged(out)
+            work = stage.path if stage is not None else out
+            for arm, cfg in cfgs.items():
+                runs[arm] = r = PretrainRun(cfg, work / arm, resume=args.resume and (work / arm / "config.yaml").is_file(),
+                                            progress=False, command=_command())
+                r.prepare_data(data)
+                r.build_model()
+                r.build_optimizer()
+            stop.immediate = False
+            _write_compare_file(work, arms, args.resume)
+            for arm, r in runs.items():
+                r.start_or_resume()
+                print(f"== {arm}: {describe(r.cfg)}" + (f", {r.step_count} steps done" if r.step_count else ""),
+                      flush=True)
+            unigram = _unigram(data)
+            if unigram:
+                print(f"unigram plateau of this tokenizer: validation loss {unigram['loss']:.3f}, "
+                      f"masked-token accuracy {unigram['accuracy']:.3f}", flush=True)
+            bar = _bar(runs, progress)
+            try:
+                train_lockstep(runs, should_stop=lambda: stop.signal is not None,
+                               on_turn=lambda name, rec: bar(name, rec))
+            finally:
+                bar(None, None)
+            if stop.signal is not None:
+                for r in runs.values():
+                    r.save()
+                raise Interrupted(stop.name, f"every arm saved a checkpoint; continue with "
+                                             f"pldrop compare --resume --out {work}")
+            summaries = {arm: r.finish() for arm, r in runs.items()}
+            meta = {"command": _command(), "machine": _machine(), "load_start": load_start, "load_end": _loadavg(),
+                    "protocol": "lockstep: all arms in one process, one optimizer step at a time, the arm with the "
+                                "least training time first; validation at the same sample counts",
+                    "summaries": summaries}
+            results = write_report(work, cfgs, arms, unigram, meta)
+            if stage is not None:
+                stage.commit()
+                stage = None
+    except Interrupted as e:
+        if stage is not None:
+            e.args = (f"{e.args[0]}; the old comparison in {str(out)!r} is untouched",)
+        return report_interrupt("compare", e)
+    finally:
+        stop.restore()
+        for r in runs.values():
+            r.close()
+        if stage is not None and not runs:
+            stage.abort()
     print_summary(results)
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+class _nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _prepare(cfg, progress):
+    from ..data.dataset import prepare_data
+
+    d = cfg.data
+    if cfg.threads:
+        import torch
+
+        torch.set_num_threads(cfg.threads)
+    return prepare_data(d.corpus, seq_len=d.seq_len, vocab_size=d.vocab_size, lowercase=d.lowercase,
+                        tokenizer_dir=d.tokenizer, val_fraction=d.val_fraction, seed=cfg.seed,
+                        cache_dir=d.cache_dir, text_field=d.text_field, text_column=d.text_column,
+                        mlm_prob=d.mlm_prob, progress=progress)
+
+
+def _unigram(data) -> dict | None:
+    try:
+        from ..data.unigram import unigram_for_data
+    except ImportError:  # pragma: no cover
+        return None
+    return unigram_for_data(data)
+
+
+def _read_compare_file(out: Path) -> dict:
+    from ..errors import UserError
+
+    path = out / COMPARE_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if not (isinstance(saved, dict) and isinstance(saved.get("arms"), list) and saved["arms"]):
+            raise ValueError("no arms")
+    except FileNotFoundError:
+        raise UserError(f"--resume: {str(out)!r} is not a pldrop compare folder (no {COMPARE_FILE})") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"--resume: {str(path)!r} is damaged ({e})") from None
+    return saved
+
+
+def _write_compare_file(work: Path, arms: list[str], resumed: bool) -> None:
+    from .checkpoint import atomic_write_text
+    from .run import _mark
+
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / COMPARE_FILE).is_file():
+        _mark(work, _command())
+    atomic_write_text(work / COMPARE_FILE, json.dumps({"arms": arms, "command": _command(), "resumed": resumed}, indent=1))
+
+
+def _bar(runs, progress):
+    """One progress bar over all arms (time, steps and last validation loss of each)."""
+    from tqdm.auto import tqdm
+
+    show = progress if progress is not None else os.isatty(2)
+    first = next(iter(runs.values()))
+    total, unit = first._bar_total()
+    bar = tqdm(total=total * len(runs), unit=unit, desc="compare", disable=not show, dynamic_ncols=True)
+    done = {arm: r._bar_value(unit) for arm, r in runs.items()}
+    bar.update(sum(done.values()))
+
+    def update(name, rec):
+        if name is None:
+            bar.close()
+            return
+        r = runs[name]
+        v = r._bar_value(unit)
+        bar.update(v - done[name])
+        done[name] = v
+        bar.set_postfix({a: f"{x.last_eval['val_loss']:.2f}" if x.last_eval else f"{x.step_count}"
+                         for a, x in runs.items()}, refresh=False)
+
+    return update
 
 
 def describe(cfg) -> str:
@@ -88,137 +265,40 @@ def describe(cfg) -> str:
     budget = (f"{b.max_steps} steps" if b.max_steps else f"{b.max_samples} samples" if b.max_samples
               else f"{b.max_minutes:g} min")
     pld = f", θ̄={cfg.pld.theta_bar}" if cfg.model.uses_pld else ""
-    return f"preset {cfg.model.preset}, lr {lr:g}, batch {cfg.optim.batch_size}, budget {budget}{pld}"
+    return (f"preset {cfg.model.preset}, lr {lr:g}, batch {cfg.optim.batch_size}, seq {cfg.data.seq_len}, "
+            f"dropout {cfg.model.dropout:g}, precision {cfg.optim.precision}, budget {budget}{pld}")
 
 
-def write_report(out: Path, cfgs: dict, arms: list[str]) -> dict[str, Any]:
-    """Compute the comparison from the arms' metrics.jsonl, write results.json, plots, report.md."""
-    from .analysis import compare_runs, read_metrics
+def write_report(out: Path, cfgs: dict, arms: list[str], unigram: dict | None, meta: dict) -> dict[str, Any]:
+    """The comparison from the arms' metrics.jsonl: results.json, plots and report.md (one shared renderer)."""
+    from ..reporting.compare_report import write_compare_report
+    from .analysis import read_metrics
 
     recs = {arm: read_metrics(out / arm / "metrics.jsonl") for arm in arms}
-    num_layers = json.loads((out / arms[1] / "config.json").read_text())["num_hidden_layers"]
-    res = compare_runs(recs[arms[0]], recs[arms[1]], num_layers)
-    res["arms"] = arms
-    res["settings"] = {arm: {"describe": describe(c), "config": c.to_dict()} for arm, c in cfgs.items()}
-    res["plots"] = plot(out, recs, arms)
-    (out / "results.json").write_text(json.dumps(res, indent=1))
-    (out / "report.md").write_text(render_report(res), encoding="utf-8")
-    return res
-
-
-def plot(out: Path, recs: dict, arms: list[str]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from .analysis import eval_points
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for arm in arms:
-        pts = eval_points(recs[arm])
-        axes[0].plot([r["wall"] for r in pts], [r["val_loss"] for r in pts], marker="o", ms=3, label=arm)
-        axes[1].plot([r["samples"] for r in pts], [r["val_loss"] for r in pts], marker="o", ms=3, label=arm)
-    axes[0].set_xlabel("training time (s)")
-    axes[1].set_xlabel("samples (sequences)")
-    for ax in axes:
-        ax.set_ylabel("validation MLM loss")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "val_loss.png", dpi=110)
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    r = recs[arms[1]]
-    ax.plot([x["step"] for x in r], [x["theta"] for x in r], label="θ(t)")
-    ax.set_xlabel("step")
-    ax.set_ylabel("θ")
-    ax2 = ax.twinx()
-    ax2.plot([x["step"] for x in r], [x["blocks_run"] for x in r], color="tab:orange", alpha=0.5, lw=0.8,
-             label="blocks run")
-    if "expected_kept" in r[0]:
-        ax2.plot([x["step"] for x in r], [x["expected_kept"] for x in r], color="tab:red", lw=1, label="expected")
-    ax2.set_ylabel("blocks run per step")
-    fig.legend(loc="upper right")
-    fig.tight_layout()
-    fig.savefig(out / "theta_blocks.png", dpi=110)
-    plt.close(fig)
-    return ["val_loss.png", "theta_blocks.png"]
-
-
-def _f(x, fmt="{:.4f}", none="not reached"):
-    return none if x is None else fmt.format(x)
-
-
-def render_report(res: dict[str, Any]) -> str:
-    a, b = res["arms"]
-    B, P = res["baseline"], res["pld"]
-    lines = [
-        f"# pldrop compare: {a} vs {b}",
-        "",
-        f"- {a}: {res['settings'][a]['describe']}",
-        f"- {b}: {res['settings'][b]['describe']}",
-        "",
-        "All figures below are recomputed from the arms' `metrics.jsonl` by `pldrop.train.analysis`.",
-        "",
-        f"| | {a} | {b} |",
-        "|---|---|---|",
-        f"| steps | {B['steps']} | {P['steps']} |",
-        f"| samples | {B['samples']} | {P['samples']} |",
-        f"| training time (s) | {B['train_time_s']:.1f} | {P['train_time_s']:.1f} |",
-        f"| time per sample (ms) | {1e3 * B['time_per_sample_s']:.2f} | {1e3 * P['time_per_sample_s']:.2f} |",
-        f"| blocks run per step (mean) | {B['mean_blocks_run']:.2f} / {B['num_layers']} | "
-        f"{P['mean_blocks_run']:.2f} / {P['num_layers']} |",
-        f"| final validation loss | {_f(B['final_val_loss'])} | {_f(P['final_val_loss'])} |",
-        f"| final masked-token accuracy | {_f(B['final_val_accuracy'], '{:.3f}')} | "
-        f"{_f(P['final_val_accuracy'], '{:.3f}')} |",
-        f"| time to {a}'s final loss ({res['target_val_loss']:.4f}) (s) | "
-        f"{_f(res['time_to_target_s']['baseline'], '{:.1f}')} | {_f(res['time_to_target_s']['pld'], '{:.1f}')} |",
-        f"| samples to that loss | {_f(res['samples_to_target']['baseline'], '{:.0f}')} | "
-        f"{_f(res['samples_to_target']['pld'], '{:.0f}')} |",
-        "",
-        f"- **Time saved per sample** by {b}: {100 * res['saving_per_sample']:.1f} % over the run "
-        f"({100 * res['steady_saving_per_sample']:.1f} % in the second half, θ near θ̄). "
-        f"Bound from the blocks skipped (if all time were spent in blocks): "
-        f"{100 * res['theoretical_saving']:.1f} % ({100 * res['steady_theoretical_saving']:.1f} % in the second half). "
-        + _gap_sentence(res),
-        f"- **Speed-up to the same validation loss**: "
-        + (f"{res['speedup_time']:.2f}x in training time, {_f(res['speedup_samples'], '{:.2f}')}x in samples."
-           if res["speedup_time"] else f"{b} did not reach {a}'s final loss within the budget."),
-        "",
-        "![validation loss](val_loss.png)",
-        "",
-        "![theta and blocks](theta_blocks.png)",
-        "",
-        "Learning rates: the paper used 1e-4 for Post-LN BERT and 1e-3 for Pre-LN + PLD; small models need a "
-        "higher Post-LN rate (measured on wiki-vital, 12 blocks x H128, 10 minutes: 1e-4 -> 7.10 validation "
-        "loss, 5e-4 -> 6.88), so pldrop defaults the baseline to 5e-4 unless `--paper-lrs` is given.",
-        "",
-    ]
-    return "\n".join(lines)
-
-
-def _gap_sentence(res: dict[str, Any]) -> str:
-    """Why the realised saving differs from the blocks-skipped bound, from the numbers."""
-    if res["saving_per_sample"] > res["theoretical_saving"]:
-        return ("The saving exceeds what the skipped blocks allow: the two arms differ in more than PLD "
-                "(Post-LN BERT and Pre-LN RoBERTa blocks do not cost the same), or the machine's load "
-                "changed between the runs, which run one after the other -- compare `step_time` in the "
-                "arms' metrics.jsonl.")
-    return ("The gap to the bound is the step's fixed cost (embeddings, MLM head, optimizer), per-block "
-            "overheads, and the architectures' own difference in speed.")
+    num_layers = json.loads((out / arms[-1] / "config.json").read_text())["num_hidden_layers"]
+    settings = {arm: describe(c) for arm, c in cfgs.items()}
+    meta = {**meta, "configs": {arm: c.to_dict() for arm, c in cfgs.items()}}
+    return write_compare_report(out, recs, settings, num_layers, unigram, meta)
 
 
 def print_summary(res: dict[str, Any]) -> None:
-    a, b = res["arms"]
-    B, P = res["baseline"], res["pld"]
-    print(f"time per sample: {a} {1e3 * B['time_per_sample_s']:.2f} ms, {b} {1e3 * P['time_per_sample_s']:.2f} ms "
-          f"-> {100 * res['saving_per_sample']:.1f} % saved (blocks-skipped bound {100 * res['theoretical_saving']:.1f} %)")
-    print(f"final validation loss: {a} {_f(B['final_val_loss'])}, {b} {_f(P['final_val_loss'])}")
-    t = res["time_to_target_s"]
-    if res["speedup_time"]:
-        print(f"time to {a}'s final loss: {a} {t['baseline']:.1f} s, {b} {t['pld']:.1f} s -> "
-              f"{res['speedup_time']:.2f}x speed-up")
-    else:
-        print(f"{b} did not reach {a}'s final validation loss within the budget")
+    for line in res.get("summary_lines", []):
+        print(line)
+
+
+def _command() -> str:
+    return " ".join(["pldrop", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pldrop") else " ".join(sys.argv)
+
+
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:  # pragma: no cover
+        return None
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "time": time.strftime("%Y-%m-%d %H:%M")}

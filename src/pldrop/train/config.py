@@ -58,6 +58,7 @@ class ModelConfig:
     preset: str = "narrow"  # tiny | narrow (L12 H128) | mini | small | medium | base (L12 H768)
     config_file: str | None = None  # an HF config.json instead of a preset
     dropout: float = 0.1  # hidden and attention dropout
+    compile: bool = False  # torch.compile each block's forward (regional: no recompiles when kept blocks change)
 
     def __post_init__(self):
         _check(self.arm in ARMS, "model.arm", self.arm, f"use one of {', '.join(ARMS)}")
@@ -84,7 +85,8 @@ class OptimConfig:
     clip_grad: float = 1.0  # max gradient norm; 0 = no clipping
     grad_accum: int = 1  # micro-batches per optimizer step
     batch_size: int = 32  # sequences per micro-batch (per process)
-    bf16: bool = False  # bf16 autocast
+    precision: str = "auto"  # fp32 | bf16 (autocast) | auto: bf16 where the hardware runs it natively and it is measured faster at this width
+    bf16: bool | None = None  # deprecated alias: true = precision bf16
 
     def __post_init__(self):
         if self.lr is not None:
@@ -97,6 +99,10 @@ class OptimConfig:
         _check(self.clip_grad >= 0, "optim.clip_grad", self.clip_grad, "must be >= 0")
         _check(self.grad_accum >= 1, "optim.grad_accum", self.grad_accum, "must be >= 1")
         _check(self.batch_size >= 1, "optim.batch_size", self.batch_size, "must be >= 1")
+        if self.bf16 is not None:
+            self.precision = "bf16" if self.bf16 else "fp32"
+            self.bf16 = None
+        _check(self.precision in ("fp32", "bf16", "auto"), "optim.precision", self.precision, "use fp32, bf16 or auto")
         _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
 
 
@@ -146,11 +152,13 @@ class TrainConfig:
     seed: int = 0  # seeds the split, initialisation, data order, masks and PLD gates
     threads: int | None = None  # torch CPU threads (default: torch's choice)
     deepspeed: str | None = None  # a DeepSpeed config JSON: train under the DeepSpeed engine (ZeRO 0/1/2)
+    fsdp: bool = False  # under torchrun: shard with FSDP2 (fully_shard per block); skipped blocks cost no collectives
 
     def __post_init__(self):
         _check(self.eval_every >= 1, "eval_every", self.eval_every, "must be >= 1")
         _check(self.save_every >= 0, "save_every", self.save_every, "must be >= 0")
         _check(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
+        _check(not (self.fsdp and self.deepspeed), "fsdp", self.fsdp, "--fsdp and --deepspeed exclude each other")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise UserError(f"--deepspeed {self.deepspeed!r}: no such file")
 

@@ -1,0 +1,636 @@
+"""One pretraining run as an object that advances one optimizer step at a time.
+
+    run = PretrainRun(cfg, out)
+    run.setup(data)            # prepare data -> build model (+ PLD) -> build optimizer -> start or resume
+    while not run.done:
+        run.step()             # θ(t), lr(t) -> micro-batches: forward, backward -> clip -> AdamW -> log -> eval? -> save?
+    summary = run.finish()     # final validation, save_pretrained, summary.json
+
+``pldrop pretrain`` is that loop over one run (:func:`pldrop.train.loop.pretrain`); ``pldrop compare``
+is the same loop over several runs in lockstep (:mod:`pldrop.train.lockstep`). Each run owns its
+model, optimizer, data order, PLD gates and torch RNG stream, so interleaving runs in one process
+changes nothing in any of them.
+
+Under ``torchrun`` (RANK / WORLD_SIZE in the environment): DDP over gloo on CPU or nccl on GPU
+(FSDP2 with ``fsdp``, the DeepSpeed engine with ``deepspeed``); data sharded by rank; only rank 0
+writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from ..models import MaskedLMLoss, build_model, train_flops
+from ..schedule import gamma_for_steps
+from ..surgery import apply_pld
+from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import TrainConfig, default_lr, dump_config
+from .distributed import any_rank, dist_setup
+
+HORIZON_WINDOW = 10  # time budgets: the horizon is re-estimated each step from this many recent steps
+IDENTITY_KEYS = ("model.arm", "model.preset", "model.config_file", "data.seq_len", "data.corpus",
+                 "data.lowercase", "data.vocab_size", "seed")
+
+
+# --- small pure helpers ----------------------------------------------------------------------
+
+
+def lr_at(step: int, peak: float, horizon: int, schedule: str, warmup_ratio: float,
+          decay_rate: float = 0.99, decay_every: int = 10) -> float:
+    """Learning rate at ``step``: linear warm-up, then linear decay to 0 at ``horizon``, the
+    paper's exponential decay (``decay_rate`` every ``decay_every`` steps), or constant.
+
+    >>> [round(lr_at(s, 1.0, 100, "linear", 0.1), 3) for s in (0, 5, 10, 55, 100)]
+    [0.1, 0.6, 1.0, 0.5, 0.0]
+    >>> round(lr_at(30, 1.0, 100, "exp", 0.1, 0.5, 10), 3)
+    0.25
+    """
+    warmup = max(1, round(warmup_ratio * horizon)) if warmup_ratio > 0 else 0
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if schedule == "constant":
+        return peak
+    if schedule == "exp":
+        return peak * decay_rate ** ((step - warmup) / decay_every)
+    return peak * max(0.0, (horizon - step) / max(1, horizon - warmup))
+
+
+def horizon_for(budget, global_batch: int) -> int | None:
+    """Steps the lr schedule and γ = 100/T assume, from a step or sample budget (None: a time budget).
+
+    >>> from pldrop.train.config import BudgetConfig
+    >>> horizon_for(BudgetConfig(max_samples=100), 32), horizon_for(BudgetConfig(max_minutes=1), 32)
+    (4, None)
+    """
+    if budget.horizon_steps:
+        return budget.horizon_steps
+    if budget.max_steps:
+        return budget.max_steps
+    if budget.max_samples:
+        return math.ceil(budget.max_samples / global_batch)
+    return None
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """BERT's convention: no weight decay on biases and LayerNorm weights."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        (no_decay if p.ndim < 2 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def finite_or_none(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: non-finite floats become None (``json.dumps(..., allow_nan=False)`` then holds).
+
+    >>> finite_or_none({"a": float("nan"), "b": 1.5, "c": "x"})
+    {'a': None, 'b': 1.5, 'c': 'x'}
+    """
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _get(d: dict, dotted: str):
+    for k in dotted.split("."):
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def config_changes(saved: dict, now: dict, prefix: str = "") -> dict[str, list]:
+    """Dotted keys whose value differs between two config dicts: ``{key: [saved, now]}``.
+
+    >>> config_changes({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}})
+    {'a.c': [2, 3]}
+    """
+    out: dict[str, list] = {}
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(config_changes(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out[f"{prefix}{k}"] = [a, b]
+    return out
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, dataset, batch_size: int, max_seqs: int, bf16: bool, device) -> dict[str, float]:
+    """Masked-token loss and accuracy over (the first ``max_seqs`` of) the validation set."""
+    from ..data.batches import collate
+
+    was_training = model.training
+    model.eval()
+    loss_fn = MaskedLMLoss(model)
+    n = len(dataset) if not max_seqs else min(max_seqs, len(dataset))
+    total_loss, correct, count = 0.0, 0, 0
+    for start in range(0, n, batch_size):
+        batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            loss, c, m = loss_fn(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        if m:
+            total_loss += loss.item() * m
+        correct += int(c)
+        count += m
+    model.train(was_training)
+    return {"val_loss": total_loss / max(1, count), "val_accuracy": correct / max(1, count), "val_tokens": count}
+
+
+class Interrupted(Exception):
+    """SIGTERM / SIGINT: the run saved what it could; ``exit_code`` is 143 or 130."""
+
+    def __init__(self, name: str, message: str):
+        super().__init__(f"{name}: {message}")
+        self.exit_code = 143 if name == "SIGTERM" else 130
+
+
+class Diverged(UserError):
+    """The loss became NaN or infinite (the message says at which step and what was kept)."""
+
+
+class _NoState:
+    def state_dict(self) -> dict:
+        return {}
+
+
+# --- the run ----------------------------------------------------------------------------------
+
+
+class PretrainRun:
+    """One arm of pretraining in a run folder, advanced by :meth:`step`.
+
+    Args:
+        cfg: the resolved configuration.
+        out: the run folder (created by :meth:`start_or_resume`; must not exist unless ``resume``).
+        resume: continue from the folder's latest checkpoint (a folder without one starts at step 0).
+        progress: show a progress bar (None: when stderr is a terminal).
+        allow_data_change: on resume, accept a corpus whose fingerprint changed (recorded).
+        command: the command line, recorded in the run folder.
+    """
+
+    def __init__(self, cfg: TrainConfig, out: str | Path, *, resume: bool = False, progress: bool | None = None,
+                 allow_data_change: bool = False, command: str | None = None):
+        self.cfg, self.out, self.resume = cfg, Path(out), resume
+        self.allow_data_change, self.command = allow_data_change, command
+        self.rank, self.world, self.device = dist_setup()
+        self.main = self.rank == 0
+        self.show_progress = progress if progress is not None else os.isatty(2)
+        self.step_count, self.samples, self.train_time, self.flops = 0, 0, 0.0, 0.0
+        self.last_eval: dict[str, float] = {}
+        self.step_times: list[float] = []
+        self.rng_state: torch.Tensor | None = None
+        self.metrics_file = self.writer = self.bar = None
+        self.diverged: str | None = None  # lockstep: the message of a run that diverged (it stops, the others go on)
+
+    # -- phase 1: data ---------------------------------------------------------------------------
+
+    def prepare_data(self, data=None) -> None:
+        """Tokenizer, packed sequences (cached), fixed validation masks; ``data`` shares one between runs."""
+        from ..data.batches import TrainBatches
+        from ..data.dataset import prepare_data
+
+        cfg, d = self.cfg, self.cfg.data
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        if self.resume and d.tokenizer is not None and (self.out / "tokenizer.json").is_file():
+            from ..data.tokenizer import load_tokenizer, tokenizer_fingerprint
+
+            if tokenizer_fingerprint(load_tokenizer(d.tokenizer)) != tokenizer_fingerprint(load_tokenizer(self.out)):
+                raise UserError(f"--resume: {str(self.out)!r} was trained with another tokenizer than "
+                                f"{d.tokenizer!r}; use another --out for a different tokenizer")
+        if data is None:
+            tokenizer_dir = str(self.out) if self.resume and (self.out / "tokenizer.json").is_file() else d.tokenizer
+            # rank 0 tokenizes and caches first, the others then read the cache; a group with a long
+            # timeout, as tokenizing a large corpus can outlast the 60 s that catches a dead rank
+            prep = (torch.distributed.new_group(backend="gloo", timeout=datetime.timedelta(hours=2))
+                    if self.world > 1 else None)
+            if self.world > 1 and not self.main:
+                torch.distributed.barrier(group=prep)
+            data = prepare_data(d.corpus, seq_len=d.seq_len, vocab_size=d.vocab_size, lowercase=d.lowercase,
+                                tokenizer_dir=tokenizer_dir, val_fraction=d.val_fraction, seed=cfg.seed,
+                                cache_dir=d.cache_dir, text_field=d.text_field, text_column=d.text_column,
+                                mlm_prob=d.mlm_prob, progress=self.show_progress)
+            if self.world > 1 and self.main:
+                torch.distributed.barrier(group=prep)
+        if len(data.valid) == 0:
+            raise UserError("the corpus gave no validation sequences; give more documents or raise data.val_fraction")
+        self.data = data
+        o = cfg.optim
+        self.batches = TrainBatches(data.train, o.batch_size, seed=cfg.seed, rank=self.rank, world_size=self.world)
+        self.global_batch = o.batch_size * o.grad_accum * self.world
+
+    # -- phase 2: model and PLD ------------------------------------------------------------------
+
+    def build_model(self) -> None:
+        """The arm's HF model (Post-LN BERT or Pre-LN RoBERTa), PLD surgery, precision, compile, DDP/FSDP."""
+        cfg, m, d = self.cfg, self.cfg.model, self.cfg.data
+        if cfg.deepspeed:  # a DeepSpeed config's progressive_layer_drop block sets θ̄ and γ
+            from ..integrations.deepspeed import from_deepspeed_config
+
+            ds_pld = from_deepspeed_config(cfg.deepspeed, engine_uses_config=False)
+            if ds_pld is not None:
+                if not m.uses_pld:
+                    raise UserError(f"the DeepSpeed config enables progressive_layer_drop, but arm {m.arm!r} has "
+                                    "no PLD; use --arm pld (or postln-pld), or disable it in the config")
+                cfg.pld.theta_bar, cfg.pld.gamma = ds_pld["theta_bar"], ds_pld["gamma"]
+        drop = {"hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": m.dropout}
+        self.model = build_model(m.arm, len(self.data.tokenizer), m.preset, m.config_file, d.seq_len, cfg.seed,
+                                 **drop).to(self.device)
+        self.model.train()
+        self.rng_state = torch.get_rng_state()  # this run's own stream from here on (dropout, ...)
+        self.num_layers = int(self.model.config.num_hidden_layers)
+        self.ctl = None
+        if m.uses_pld:
+            self.ctl = apply_pld(self.model, theta_bar=cfg.pld.theta_bar, gamma=0.0, seed=cfg.seed, rule=cfg.pld.rule,
+                                 rescale=cfg.pld.rescale)
+        self.bf16 = self._resolve_precision()
+        if m.compile:
+            from ..compile import compile_blocks
+
+            compile_blocks(self.model)
+        self.loss_module = MaskedLMLoss(self.model)
+        if cfg.fsdp:
+            from ..integrations.fsdp import shard_with_pld
+
+            shard_with_pld(self.model, self.ctl)
+        elif self.world > 1 and not cfg.deepspeed:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            # a skipped block's parameters get no gradient: DDP must look for unused parameters
+            self.loss_module = DDP(self.loss_module, find_unused_parameters=self.ctl is not None)
+
+    def _resolve_precision(self) -> bool:
+        o = self.cfg.optim
+        if o.precision == "fp32":
+            return False
+        try:
+            from ..precision import resolve_precision
+        except ImportError:  # pragma: no cover - precision module absent: bf16 only when asked for
+            return o.precision == "bf16"
+        return resolve_precision(o.precision, self.device, int(self.model.config.hidden_size)) == "bf16"
+
+    # -- phase 3: optimizer ------------------------------------------------------------------------
+
+    def build_optimizer(self) -> None:
+        """AdamW (decoupled weight decay, none on biases and norms); DeepSpeed wraps it when asked."""
+        cfg, o, m = self.cfg, self.cfg.optim, self.cfg.model
+        self.peak_lr = o.lr if o.lr is not None else default_lr(m.arm, o.paper_lrs)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model, o.weight_decay), lr=self.peak_lr,
+                                           betas=(o.beta1, o.beta2), eps=o.eps)
+        self.engine = None
+        if cfg.deepspeed:  # DeepSpeed wraps the loss module and the optimizer (ZeRO), clips, and reduces
+            from ..integrations.deepspeed import engine_for_pretraining
+
+            self.engine = self.loss_module = engine_for_pretraining(
+                self.loss_module, self.optimizer, cfg.deepspeed, micro_batch=o.batch_size, grad_accum=o.grad_accum,
+                world=self.world, clip_grad=o.clip_grad)
+            self.optimizer = self.engine.optimizer
+
+    # -- phase 4: start or resume --------------------------------------------------------------
+
+    def start_or_resume(self) -> None:
+        """A new run writes its folder; a resumed one loads its checkpoint and says what changed."""
+        b = self.cfg.budget
+        self.horizon_estimated = horizon_for(b, self.global_batch) is None  # a time budget
+        self.pld_info = {"enabled": self.ctl is not None, "arm": self.cfg.model.arm,
+                         "theta_bar": self.cfg.pld.theta_bar, "gamma": None, "rule": self.cfg.pld.rule,
+                         "rescale": self.cfg.pld.rescale, "fixed": self.cfg.pld.fixed, "precision":
+                         "bf16" if self.bf16 else "fp32", "corpus_fingerprint": self.data.meta.get("corpus_fingerprint"),
+                         "paper": "https://arxiv.org/abs/2010.13369", "resumes": []}
+        if self.resume:
+            self._resume()
+        elif self.main:
+            try:
+                self.out.mkdir(parents=True)
+            except FileExistsError:
+                if any(self.out.iterdir()):
+                    raise UserError(f"run folder {str(self.out)!r} was created by another process meanwhile") from None
+            _mark(self.out, self.command)
+            atomic_write_text(self.out / "config.yaml", dump_config(self.cfg))
+            self.data.tokenizer.save_pretrained(str(self.out))
+            (self.out / "CREDITS.md").write_text(self.data.credits or "", encoding="utf-8")
+        self.set_horizon(horizon_for(b, self.global_batch) or getattr(self, "horizon", None) or 10_000)
+        self.write_pld_info()
+        if self.main:
+            from torch.utils.tensorboard import SummaryWriter
+            from tqdm.auto import tqdm
+
+            if self.resume:
+                _truncate_metrics(self.out / "metrics.jsonl", self.step_count)
+            self.writer = SummaryWriter(str(self.out / "tb"))
+            self.metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
+            total, unit = self._bar_total()
+            self.bar = tqdm(total=total, initial=min(total, self._bar_value(unit)), unit=unit, desc=self.cfg.model.arm,
+                            disable=not self.show_progress, dynamic_ncols=True)
+
+    def _resume(self) -> None:
+        import yaml
+
+        ckpt = latest_checkpoint(self.out / "checkpoints")
+        if self.engine is not None and ckpt is not None:
+            raise UserError("--resume of a --deepspeed run is not supported yet (ZeRO optimizer state is not "
+                            "saved as plain tensors); start a new run")
+        info = _read_json(self.out / "pldrop.json") if (self.out / "pldrop.json").is_file() else {}
+        self.pld_info["resumes"] = list(info.get("resumes", []))
+        saved_fp, now_fp = info.get("corpus_fingerprint"), self.pld_info["corpus_fingerprint"]
+        change = {}
+        if saved_fp and now_fp and saved_fp != now_fp:
+            if not self.allow_data_change:
+                raise UserError(f"--resume: the corpus changed since {str(self.out)!r} was trained (fingerprint "
+                                f"{saved_fp[:12]} -> {now_fp[:12]}); pass --allow-data-change to continue on the new text")
+            change["corpus_fingerprint"] = [saved_fp, now_fp]
+        try:
+            saved_cfg = yaml.safe_load((self.out / "config.yaml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as e:
+            raise UserError(f"--resume: {str(self.out / 'config.yaml')!r} is damaged ({str(e).splitlines()[0]})") from None
+        for key in IDENTITY_KEYS:
+            if isinstance(saved_cfg, dict) and _get(saved_cfg, key) != _get(self.cfg.to_dict(), key):
+                raise UserError(f"--resume: {str(self.out)!r} was trained with {key}={_get(saved_cfg, key)!r}, not "
+                                f"{_get(self.cfg.to_dict(), key)!r}; use another --out for a different model or data")
+        change.update(config_changes(saved_cfg if isinstance(saved_cfg, dict) else {}, self.cfg.to_dict()))
+        if ckpt is not None:
+            with self.own_rng():
+                state = load_checkpoint(ckpt, self.model, self.optimizer)
+                self.rng_state = torch.get_rng_state()
+            self.step_count, self.samples = int(state["step"]), int(state["samples"])
+            self.train_time, self.flops = float(state["train_time"]), float(state["flops"])
+            self.horizon = int(state["horizon"])
+            self.step_times = list(state.get("step_times", []))
+            self.last_eval = dict(state.get("last_eval") or {})
+            if self.ctl is not None and state.get("pld"):
+                self.ctl.load_state_dict(state["pld"])
+        else:
+            print(f"pldrop: {str(self.out)!r} holds no checkpoint yet (interrupted before its first save): "
+                  "starting it again from step 0", file=sys.stderr)
+        new_h = horizon_for(self.cfg.budget, self.global_batch)
+        if ckpt is not None and new_h is not None and new_h != self.horizon:
+            print(f"pldrop: resuming at step {self.step_count} with a horizon of {new_h} steps (was {self.horizon}): "
+                  f"the lr decay and θ(t) follow the new horizon from here on", file=sys.stderr)
+            change["horizon_steps"] = [self.horizon, new_h]
+        if change and self.main:
+            self.pld_info["resumes"].append({"at_step": self.step_count, "time": _now(), "changed": change})
+            atomic_write_text(self.out / "config.yaml", dump_config(self.cfg))
+
+    def setup(self, data=None) -> "PretrainRun":
+        """All phases before the first step."""
+        self.prepare_data(data)
+        self.build_model()
+        self.build_optimizer()
+        self.start_or_resume()
+        return self
+
+    # -- the step --------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def own_rng(self):
+        """Run with this run's torch RNG stream, so runs interleaved in one process stay independent."""
+        outer = torch.get_rng_state()
+        if self.rng_state is not None:
+            torch.set_rng_state(self.rng_state)
+        try:
+            yield
+        finally:
+            self.rng_state = torch.get_rng_state()
+            torch.set_rng_state(outer)
+
+    def set_horizon(self, h: int) -> None:
+        self.horizon = max(1, int(h))
+        if self.ctl is not None:
+            self.ctl.gamma = self.cfg.pld.gamma if self.cfg.pld.gamma is not None else gamma_for_steps(self.horizon)
+
+    @property
+    def done(self) -> bool:
+        b = self.cfg.budget
+        if self.diverged is not None:
+            return True
+        if b.max_steps is not None:
+            return self.step_count >= b.max_steps
+        if b.max_samples is not None:
+            return self.samples >= b.max_samples
+        return any_rank(self.train_time >= b.max_minutes * 60, self.world, self.device)
+
+    def step(self) -> dict[str, Any]:
+        """One optimizer step (all micro-batches), then logging, validation and a checkpoint when due."""
+        with self.own_rng():
+            record = self._train_step()
+        if self.step_count % self.cfg.eval_every == 0 or self.done:
+            record.update(self.evaluate())
+        self._log(record)
+        if self.done or (self.cfg.save_every and self.step_count % self.cfg.save_every == 0):
+            self.save()
+        return record
+
+    def _train_step(self) -> dict[str, Any]:
+        cfg, o, d = self.cfg, self.cfg.optim, self.cfg.data
+        ctl, step = self.ctl, self.step_count
+        t0 = time.perf_counter()
+        if ctl is not None:  # θ(t) for this step
+            ctl.step(step)
+            if cfg.pld.fixed:  # ablation: θ held at θ̄ from the start
+                ctl.hold(cfg.pld.theta_bar)
+        lr = lr_at(step, self.peak_lr, self.horizon, o.schedule, o.warmup_ratio, o.exp_decay_rate, o.exp_decay_every)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        loss_sum, correct, masked, blocks_run = 0.0, 0, 0, 0.0
+        for micro in range(o.grad_accum):
+            batch = self.batches.batch(step * o.grad_accum + micro)
+            batch = {k: v.to(self.device) for k, v in batch.items()}  # (B, T) each
+            with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+                loss, c, n = self.loss_module(batch["input_ids"], batch["attention_mask"], batch["labels"])
+            loss_sum += loss.item() / o.grad_accum
+            if self.engine is not None:  # DeepSpeed scales by 1/accumulation and steps at the boundary
+                self.engine.backward(loss)
+                if micro == o.grad_accum - 1:
+                    self._check_finite(loss_sum, lr)
+                    if ctl is not None:
+                        from ..integrations.deepspeed import release_skipped_grads as ds_release
+
+                        ds_release(ctl, self.engine)
+                self.engine.step()
+            else:
+                (loss / o.grad_accum).backward()
+            correct, masked = correct + int(c), masked + n
+            kept = sum(ctl.last_kept) if ctl is not None and ctl.last_kept is not None else self.num_layers
+            blocks_run += kept / o.grad_accum
+            self.flops += train_flops(self.model.config, batch["input_ids"].shape[0], d.seq_len, n, kept) * self.world
+        if self.engine is None:
+            self._check_finite(loss_sum, lr)
+            if ctl is not None:
+                ctl.release_skipped_grads()  # DDP fills zeros for skipped blocks: no update for them
+            if o.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), o.clip_grad)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step_count += 1
+        self.samples += self.global_batch
+        dt = time.perf_counter() - t0
+        self.train_time += dt
+        self.step_times.append(dt)
+        # time budgets: horizon = steps so far + remaining time / recent step time, so the lr decay
+        # and θ(t) (γ = 100/T) follow the fraction of the budget spent; the first step (allocator
+        # and thread-pool warm-up) is left out of the estimate
+        if self.horizon_estimated:
+            recent = self.step_times[1:][-HORIZON_WINDOW:] or self.step_times
+            left = max(0.0, self.cfg.budget.max_minutes * 60 - self.train_time)
+            self.set_horizon(self.step_count + round(left / statistics.median(recent)) + 1)
+        record = {"step": self.step_count, "loss": loss_sum, "lr": lr, "samples": self.samples, "step_time": dt,
+                  "samples_per_s": self.global_batch / dt, "wall": self.train_time, "flops": self.flops,
+                  "mlm_accuracy": correct / max(1, masked), "blocks_run": blocks_run,
+                  "theta": ctl.theta if ctl is not None else 1.0, "horizon": self.horizon}
+        if ctl is not None:
+            record["expected_kept"] = ctl.expected_kept
+        return record
+
+    def _check_finite(self, loss: float, lr: float) -> None:
+        if math.isfinite(loss):
+            return
+        ckpt = latest_checkpoint(self.out / "checkpoints") if self.main else None
+        where = (f"the last good checkpoint ({ckpt.name}) is intact and --resume continues from it"
+                 if ckpt is not None else "no checkpoint was written yet")
+        raise Diverged(f"the loss became {loss} at step {self.step_count + 1} (lr {lr:.3g}); training stopped, "
+                        f"{where} -- lower optim.lr or enable clipping (optim.clip_grad)")
+
+    def evaluate(self) -> dict[str, float]:
+        """Validation on rank 0 (the others wait)."""
+        if self.main:
+            self.last_eval = evaluate(self.model, self.data.valid, self.cfg.optim.batch_size,
+                                      self.cfg.data.val_max_seqs, self.bf16, self.device)
+        if self.world > 1:
+            torch.distributed.barrier()
+        return dict(self.last_eval) if self.main else {}
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if not self.main:
+            return
+        if self.step_count % self.cfg.log_every == 0 or "val_loss" in record or self.done:
+            self.metrics_file.write(json.dumps(finite_or_none(record)) + "\n")
+            self.metrics_file.flush()
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and math.isfinite(v) and k != "step":
+                    self.writer.add_scalar(f"train/{k}" if not k.startswith("val_") else f"valid/{k[4:]}", v,
+                                           self.step_count)
+        if self.bar is not None:
+            extra = {"val": f"{self.last_eval['val_loss']:.3f}"} if self.last_eval else {}
+            self.bar.set_postfix(loss=f"{record['loss']:.3f}", theta=f"{record['theta']:.3f}", **extra, refresh=False)
+            _, unit = self._bar_total()
+            self.bar.update({"step": 1, "sample": self.global_batch, "s": record["step_time"]}[unit])
+
+    def _bar_total(self) -> tuple[float, str]:
+        b = self.cfg.budget
+        if b.max_steps:
+            return b.max_steps, "step"
+        if b.max_samples:
+            return b.max_samples, "sample"
+        return b.max_minutes * 60, "s"
+
+    def _bar_value(self, unit: str) -> float:
+        return {"step": self.step_count, "sample": self.samples, "s": self.train_time}[unit]
+
+    # -- saving ----------------------------------------------------------------------------------
+
+    def save(self) -> None:
+        """An atomic checkpoint (rank 0); under DeepSpeed only the weights (its state holds Python objects)."""
+        if not self.main:
+            return
+        state = {"step": self.step_count, "samples": self.samples, "train_time": self.train_time,
+                 "flops": self.flops, "horizon": self.horizon, "arm": self.cfg.model.arm,
+                 "pld": self.ctl.state_dict() if self.ctl is not None else None,
+                 "step_times": self.step_times[-HORIZON_WINDOW - 1:], "last_eval": finite_or_none(self.last_eval)}
+        with self.own_rng():  # the checkpoint stores this run's RNG stream
+            save_checkpoint(self.out / "checkpoints", self.model, self.optimizer if self.engine is None else _NoState(),
+                            state)
+
+    def write_pld_info(self) -> None:
+        if self.main:
+            self.pld_info["gamma"] = self.ctl.gamma if self.ctl is not None else None
+            self.pld_info["horizon_steps"] = self.horizon
+            atomic_write_text(self.out / "pldrop.json", json.dumps(self.pld_info, indent=1))
+
+    def interrupt(self, name: str) -> Interrupted:
+        """Save a checkpoint (if a step was taken) and say how to continue."""
+        if self.step_count > 0:
+            self.save()
+            msg = f"stopped at step {self.step_count}: checkpoint saved; continue with --resume --out {self.out}"
+        else:
+            msg = f"stopped before the first step; --resume --out {self.out} starts it from step 0"
+        return Interrupted(name, msg)
+
+    def finish(self) -> dict[str, Any]:
+        """Final model (loadable with AutoModelForMaskedLM) and ``summary.json``; returns the summary."""
+        self.close()
+        self.write_pld_info()
+        summary: dict[str, Any] = {}
+        if self.main:
+            from transformers.utils import logging as hf_logging
+
+            if not self.show_progress:
+                hf_logging.disable_progress_bar()
+            self.model.save_pretrained(str(self.out), safe_serialization=True)
+            summary = {"arm": self.cfg.model.arm, "steps": self.step_count, "samples": self.samples,
+                       "train_time_s": self.train_time, "flops": self.flops, "peak_lr": self.peak_lr,
+                       "horizon": self.horizon, "precision": "bf16" if self.bf16 else "fp32", **self.last_eval}
+            if self.ctl is not None:
+                summary["gamma"] = self.ctl.gamma
+            atomic_write_text(self.out / "summary.json", json.dumps(finite_or_none(summary), indent=1, allow_nan=False))
+        if self.world > 1:
+            torch.distributed.barrier()
+        return summary
+
+    def close(self) -> None:
+        for name in ("bar", "metrics_file", "writer"):
+            obj = getattr(self, name)
+            if obj is not None:
+                obj.close()
+                setattr(self, name, None)
+
+
+# --- run-folder files -------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{str(path)!r} is damaged ({e}); it is not a readable pldrop file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{str(path)!r} is damaged: not a JSON object")
+    return data
+
+
+def _mark(out: Path, command: str | None) -> None:
+    try:
+        from .rundir import mark_run_folder
+    except ImportError:  # pragma: no cover
+        return
+    mark_run_folder(out, command or " ".join(sys.argv))
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint we resume from (they will be logged again); a damaged
+    last line (a kill mid-write) is dropped too."""
+    if not path.is_file():
+        return
+    keep = []
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+            keep.append(ln)
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
