@@ -1,0 +1,119 @@
+"""Lockstep compare: arms interleaved one step at a time in one process, independent of each other."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from pldrop.cli import main
+from pldrop.train.analysis import read_metrics
+
+CORPUS = str(Path(__file__).parents[1] / "fixtures" / "corpus" / "tiny.txt")
+TINY = ["--preset", "tiny", "--batch-size", "8", "--no-progress", "data.vocab_size=400", "data.val_max_seqs=16"]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PLDROP_CACHE", str(tmp_path_factory.getbasetemp() / "pldrop-cache"))
+
+
+def _losses(path):
+    return [(r["step"], r["loss"], r.get("val_loss")) for r in read_metrics(path)]
+
+
+def test_arm_in_lockstep_equals_the_arm_trained_alone(tmp_path, capsys):
+    """Each arm owns its RNG stream, data order and gates: interleaving changes nothing (dropout on)."""
+    common = [*TINY, "--max-steps", "6", "--eval-every", "3", "model.dropout=0.1", "optim.precision=fp32"]
+    assert main(["compare", "--corpus", CORPUS, "--out", str(tmp_path / "cmp"), "--arms", "preln", "pld",
+                 *common]) == 0
+    for arm in ("preln", "pld"):
+        alone = tmp_path / f"alone-{arm}"
+        assert main(["pretrain", "--corpus", CORPUS, "--out", str(alone), "--arm", arm, *common,
+                     "optim.lr=0.001", "model.dropout=0.1"]) == 0
+        assert _losses(tmp_path / "cmp" / arm / "metrics.jsonl") == _losses(alone / "metrics.jsonl")
+
+
+def test_lockstep_turns_go_to_the_arm_with_least_time(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--corpus", CORPUS, "--out", str(out), *TINY, "--max-minutes", "0.03",
+                 "--eval-every", "4"]) == 0
+    recs = {a: read_metrics(out / a / "metrics.jsonl") for a in ("baseline", "preln", "pld")}
+    walls = [recs[a][-1]["wall"] for a in recs]
+    # every arm got the same training time, to within one step of the slowest arm
+    longest_step = max(r["step_time"] for rs in recs.values() for r in rs)
+    assert max(walls) - min(walls) <= longest_step + 1e-9
+    # validation at the same sample counts for every arm (the shorter list is a prefix of the longer)
+    evals = {a: [r["samples"] for r in rs if "val_loss" in r] for a, rs in recs.items()}
+    shortest = min(evals.values(), key=len)
+    assert all(v[:len(shortest) - 1] == shortest[:-1] for v in evals.values())  # the last is the budget's end
+    assert json.loads((out / "compare.json").read_text())["arms"] == ["baseline", "preln", "pld"]
+
+
+def _cli(*args):
+    return subprocess.Popen([sys.executable, "-m", "pldrop", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+@pytest.mark.slow
+def test_lockstep_resume_after_sigkill_is_exact(tmp_path):
+    args = ["compare", "--corpus", CORPUS, *TINY, "--arms", "baseline", "pld", "--max-steps", "24",
+            "--save-every", "4", "--eval-every", "6", "model.dropout=0.1"]
+    full = tmp_path / "full"
+    p = _cli(*args, "--out", str(full))
+    assert p.wait(timeout=300) == 0, p.stderr.read()
+
+    killed = tmp_path / "killed"
+    p = _cli(*args, "--out", str(killed))
+    pointers = [killed / a / "checkpoints" / "latest.json" for a in ("baseline", "pld")]
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        if all(q.exists() and json.loads(q.read_text())["step"] >= 8 for q in pointers):
+            break
+        time.sleep(0.02)
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    steps = [json.loads(q.read_text())["step"] for q in pointers]
+    assert all(8 <= s < 24 for s in steps), steps
+
+    p = _cli("compare", "--out", str(killed), "--resume", "--no-progress")
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    for arm in ("baseline", "pld"):
+        assert _losses(killed / arm / "metrics.jsonl") == _losses(full / arm / "metrics.jsonl"), arm
+    assert (killed / "report.md").is_file()
+
+
+@pytest.mark.slow
+def test_lockstep_ratio_is_insensitive_to_load(tmp_path):
+    """A CPU-burning process during half of a run moves both arms' step times alike: the ratio of
+    time per sample stays within 5 % of the ratio measured without it."""
+    def ratio(out, burn: bool) -> float:
+        p = _cli("compare", "--corpus", CORPUS, "--out", str(out), "--preset", "narrow", "--batch-size", "8",
+                 "--no-progress", "data.vocab_size=400", "data.val_max_seqs=8", "data.seq_len=64",
+                 "--arms", "preln", "pld", "--max-minutes", "0.25", "--eval-every", "1000", "--threads", "1",
+                 "pld.fixed=true")
+        burner = None
+        if burn:
+            time.sleep(4.0)  # data preparation, then about half the run under load
+            burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            assert p.wait(timeout=300) == 0, p.stderr.read()
+        finally:
+            if burner is not None:
+                burner.kill()
+                burner.wait()
+        per_sample = {}
+        for arm in ("preln", "pld"):
+            recs = read_metrics(out / arm / "metrics.jsonl")[1:]  # the first step warms up
+            per_sample[arm] = sum(r["step_time"] for r in recs) / (recs[-1]["samples"] - recs[0]["samples"] + 8)
+        return per_sample["pld"] / per_sample["preln"]
+
+    quiet = ratio(tmp_path / "quiet", burn=False)
+    loaded = ratio(tmp_path / "loaded", burn=True)
+    assert quiet < 0.97  # θ held at 0.5: PLD runs fewer blocks, its steps are cheaper
+    assert abs(loaded / quiet - 1) < 0.05, (quiet, loaded)
