@@ -52,22 +52,56 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import UserError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # key=value overrides may come anywhere among the flags, not only after the last positional
-    if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
-        args.overrides = list(args.overrides or []) + extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    old = _early_signals()  # until a command installs its own handler: stop cleanly, nothing written yet
+    command = "pldrop"
     try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        command = f"pldrop {args.command}"
+        # key=value overrides may come anywhere among the flags, not only after the last positional
+        if hasattr(args, "overrides") and all("=" in x and not x.startswith("-") for x in extra):
+            args.overrides = list(args.overrides or []) + extra
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         rc = args.run(args)
     except UserError as e:
-        print(f"pldrop {args.command}: error: {e}", file=sys.stderr)
+        print(f"{command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"pldrop {args.command}: interrupted", file=sys.stderr)
+        print(f"{command}: interrupted", file=sys.stderr)
         return 130
+    except _EarlyStop as e:
+        print(f"{command}: {e.args[0]}: stopped before anything was written", file=sys.stderr)
+        return e.args[1]
+    finally:
+        _restore(old)
     return int(rc or 0)
+
+
+class _EarlyStop(BaseException):
+    pass
+
+
+def _early_signals() -> dict:
+    import signal
+
+    def stop(signum, frame):
+        raise _EarlyStop("SIGTERM" if signum == signal.SIGTERM else "SIGINT", 128 + signum)
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            old[sig] = signal.signal(sig, stop)
+        except ValueError:  # not the main thread (e.g. called from a library)
+            pass
+    return old
+
+
+def _restore(old: dict) -> None:
+    import signal
+
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
 
 
 if __name__ == "__main__":
