@@ -145,9 +145,9 @@ def _group(runner: Runner, specs: dict[str, dict[int, RunSpec]], order: list[tup
     """Run ``specs`` in ``order``; ``{name: {"spec", "runs": {seed: run}}}`` (paths relative to the
     runner root's parent, i.e. the benchmark folder)."""
     results: dict[str, dict[str, Any]] = {name: {"runs": {}} for name in specs}
-    for name, seed in order:
+    done = runner.run_group([specs[name][seed] for name, seed in order])  # lockstep
+    for (name, seed), res in zip(order, done):
         spec = specs[name][seed]
-        res = runner.run(spec)
         res["path"] = f"{runner.root.name}/{spec.key}"
         results[name]["runs"][str(seed)] = res
     for name, per_seed in specs.items():
@@ -176,9 +176,8 @@ def run_sweep(runner: Runner, scale: Scale, num_layers: int) -> dict[str, Any]:
     from ..train.analysis import read_metrics
 
     runs = []
-    for lr in scale.sweep_lrs:
-        spec = RunSpec("baseline", lr, 0, **scale.budget(scale.sweep_fraction))
-        res = runner.run(spec)
+    specs = [RunSpec("baseline", lr, 0, **scale.budget(scale.sweep_fraction)) for lr in scale.sweep_lrs]
+    for lr, spec, res in zip(scale.sweep_lrs, specs, runner.run_group(specs)):  # lockstep
         res.update(lr=lr, path=f"{runner.root.name}/{spec.key}", figures=None, stable=False)
         if res["status"] == "done":
             root = runner.root.parent

@@ -160,7 +160,6 @@ class Runner:
 
         cfg = self.config(spec)
         folder = self.folder(spec)
-        result = {"key": spec.key, "spec": dataclasses.asdict(spec), "describe": spec.describe()}
         if self._reusable(spec, cfg, need_weights):
             self.log(f"{spec.key}: finished earlier, reused")
         else:
@@ -176,11 +175,61 @@ class Runner:
                 self.log(f"{spec.key}: diverged ({e})")
             for sub in ("checkpoints", "tb"):  # nothing resumes mid-run here: keep the folder small
                 shutil.rmtree(folder / sub, ignore_errors=True)
+        return self._result(spec)
+
+    def _result(self, spec: RunSpec) -> dict[str, Any]:
+        folder = self.folder(spec)
+        result = {"key": spec.key, "spec": dataclasses.asdict(spec), "describe": spec.describe()}
         if (folder / "diverged.json").is_file():
             result.update(status="diverged", error=json.loads((folder / "diverged.json").read_text())["error"])
         else:
             result["status"] = "done"
         return result
+
+    def run_group(self, specs: list[RunSpec], need_weights: bool = False) -> list[dict[str, Any]]:
+        """Train ``specs`` together in lockstep (one process, one optimizer step at a time, the run with
+        the least training time first; see :mod:`pldrop.train.lockstep`), reusing finished ones.
+
+        Load on the machine that comes and goes then hits every run of the group alike, and with a
+        time budget every run gets the same training time. Returns :meth:`run`'s result per spec.
+        """
+        from ..train.lockstep import train_lockstep
+        from ..train.loop import StopSignal
+        from ..train.run import Interrupted, PretrainRun
+
+        runs: dict[str, PretrainRun] = {}
+        stop = StopSignal(immediate=False)
+        try:
+            for spec in specs:
+                cfg = self.config(spec)
+                if spec.key in runs or self._reusable(spec, cfg, need_weights):
+                    continue
+                folder = self.folder(spec)
+                if folder.exists():
+                    shutil.rmtree(folder)
+                runs[spec.key] = PretrainRun(cfg, folder, progress=False).setup(self.data)
+            if runs:
+                self.log(f"== lockstep, {len(runs)} runs: " + "; ".join(s.describe() for s in specs if s.key in runs))
+                train_lockstep(runs, should_stop=lambda: stop.signal is not None)
+                if stop.signal is not None:
+                    raise Interrupted(stop.name, "unfinished runs of this group start again on --resume")
+                for key, run in runs.items():
+                    if run.diverged is not None:
+                        run.close()
+                        (run.out / "diverged.json").write_text(json.dumps({"error": run.diverged}))
+                        self.log(f"{key}: diverged ({run.diverged})")
+                    else:
+                        run.finish()
+                    for sub in ("checkpoints", "tb"):  # nothing resumes mid-run here: keep the folder small
+                        shutil.rmtree(run.out / sub, ignore_errors=True)
+        finally:
+            stop.restore()
+            for run in runs.values():
+                run.close()
+        for spec in specs:
+            if spec.key not in runs:
+                self.log(f"{spec.key}: finished earlier, reused")
+        return [self._result(spec) for spec in specs]
 
     def prune_weights(self) -> None:
         """Delete the runs' model weights (the report needs only their metrics)."""
