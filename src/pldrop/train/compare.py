@@ -122,14 +122,15 @@ def run(args) -> int:
     load_start = _loadavg()
     try:
         with RunLock(out) if out.is_dir() else _nothing():
-            data = _prepare(first, progress)
             if args.overwrite and out.exists():
                 stage = staged(out)
             work = stage.path if stage is not None else out
+            data = None  # prepared once, by the first arm, and shared
             for arm, cfg in cfgs.items():
                 runs[arm] = r = PretrainRun(cfg, work / arm, resume=args.resume and (work / arm / "config.yaml").is_file(),
-                                            progress=False, command=_command())
+                                            progress=progress, command=_command())
                 r.prepare_data(data)
+                data, r.show_progress = r.data, False
                 r.build_model()
                 r.build_optimizer()
             stop.immediate = False
@@ -164,13 +165,17 @@ def run(args) -> int:
                 stage = None
     except Interrupted as e:
         if stage is not None:
-            e.args = (f"{e.args[0]}; the old comparison in {str(out)!r} is untouched",)
+            if stop.immediate:  # nothing trained yet: the staging folder goes
+                stage.abort()
+            else:
+                e.args = (f"{e.args[0]}; the old comparison in {str(out)!r} is untouched",)
+            stage = None
         return report_interrupt("compare", e)
     finally:
         stop.restore()
         for r in runs.values():
             r.close()
-        if stage is not None and not runs:
+        if stage is not None:  # a failure (bad data, divergence of every arm...): the old folder stays
             stage.abort()
     print_summary(results)
     print(f"report: {out / 'report.md'}")
@@ -183,20 +188,6 @@ class _nothing:
 
     def __exit__(self, *exc):
         return False
-
-
-def _prepare(cfg, progress):
-    from ..data.dataset import prepare_data
-
-    d = cfg.data
-    if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)
-    return prepare_data(d.corpus, seq_len=d.seq_len, vocab_size=d.vocab_size, lowercase=d.lowercase,
-                        tokenizer_dir=d.tokenizer, val_fraction=d.val_fraction, seed=cfg.seed,
-                        cache_dir=d.cache_dir, text_field=d.text_field, text_column=d.text_column,
-                        mlm_prob=d.mlm_prob, progress=progress)
 
 
 def _unigram(data) -> dict | None:

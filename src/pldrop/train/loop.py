@@ -119,14 +119,18 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             return summary
     except Interrupted as e:
         if stage is not None:
-            e.args = (f"{e.args[0]}; the old run in {str(out)!r} is untouched, the new one is in "
-                      f"{str(stage.path)!r}",)
+            if stop.immediate:  # nothing written yet
+                stage.abort()
+            else:
+                e.args = (f"{e.args[0]}; the old run in {str(out)!r} is untouched, the new one is in "
+                          f"{str(stage.path)!r}",)
+            stage = None
         raise
     finally:
         stop.restore()
         if run is not None:
             run.close()
-        if stage is not None and run is None:
+        if stage is not None:  # a failure: the old folder stays as it was
             stage.abort()
 
 
