@@ -1,37 +1,58 @@
-"""Figures of a run, recomputed from its ``metrics.jsonl`` alone (pure functions)."""
+"""Figures of runs, recomputed from their ``metrics.jsonl`` alone (pure functions).
+
+One run: :func:`summarize`, :func:`time_to_loss`. Several arms trained side by side (``pldrop
+compare``, ``pldrop bench converge``): :func:`speedup_curve` -- the speed-up of an arm over the
+baseline at every target loss along the baseline's validation curve, in training time, counted
+FLOPs and samples -- :func:`curve_over_seeds` (mean and t-interval) and :func:`compare_arms`,
+which adds the architecture-vs-dropping decomposition and the verdict on the paper's 2.5x
+(Zhang & He 2020, https://arxiv.org/abs/2010.13369) drawn from the curve.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import statistics
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+Records = list[dict[str, Any]]
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+KEYS = ("wall", "flops", "samples")  # what "time to a loss" is counted in
+TARGET_STEP = 0.1  # target losses every 0.1 nat along the baseline's curve
+PLATEAU_ACCURACY = 0.15  # a baseline has left the unigram plateau at >= this masked-token accuracy ...
+PLATEAU_MARGIN = 0.7  # ... and a validation loss >= this far below the unigram loss (issue 12)
+PAPER_SPEEDUP = 2.5  # the paper's claim: 2.5x faster than Post-LN BERT to the same accuracy
+REL_TOL = 0.2  # a measured speed-up agrees with the paper's within ±20 % (as pldrop.reporting.claims)
+
+
+def read_metrics(path: str | Path) -> Records:
     """The records of a ``metrics.jsonl`` file, in order."""
     with open(path, encoding="utf-8") as f:
         return [json.loads(ln) for ln in f if ln.strip()]
 
 
-def eval_points(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The records that carry a validation result."""
-    return [r for r in records if "val_loss" in r]
+def eval_points(records: Records) -> Records:
+    """The records that carry a (finite) validation result."""
+    return [r for r in records if r.get("val_loss") is not None]
 
 
-def time_to_loss(records: list[dict[str, Any]], target: float, key: str = "wall") -> float | None:
+def time_to_loss(records: Records, target: float, key: str = "wall") -> float | None:
     """First ``key`` (training seconds by default) at which validation loss reaches ``target``.
 
-    Linear interpolation between the two evaluations around the crossing; ``None`` if never.
+    Linear interpolation between the two evaluations around the crossing; ``None`` if never
+    (or if the records do not carry ``key``).
 
     >>> recs = [{"wall": 0, "val_loss": 8.0}, {"wall": 10, "val_loss": 6.0}, {"wall": 20, "val_loss": 5.0}]
     >>> time_to_loss(recs, 7.0), time_to_loss(recs, 5.0), time_to_loss(recs, 4.0)
     (5.0, 20.0, None)
     """
-    pts = eval_points(records)
     prev = None
-    for r in pts:
+    for r in eval_points(records):
         if r["val_loss"] <= target:
+            if r.get(key) is None:
+                return None
             if prev is None or prev["val_loss"] == r["val_loss"]:
                 return float(r[key])
             frac = (prev["val_loss"] - target) / (prev["val_loss"] - r["val_loss"])
@@ -40,7 +61,7 @@ def time_to_loss(records: list[dict[str, Any]], target: float, key: str = "wall"
     return None
 
 
-def summarize(records: list[dict[str, Any]], num_layers: int) -> dict[str, Any]:
+def summarize(records: Records, num_layers: int) -> dict[str, Any]:
     """Per-run figures: time per sample, blocks run, final validation loss.
 
     ``time_per_sample_s`` is training time / samples over the whole run;
@@ -65,7 +86,7 @@ def summarize(records: list[dict[str, Any]], num_layers: int) -> dict[str, Any]:
     }
 
 
-def compare_runs(baseline: list[dict[str, Any]], pld: list[dict[str, Any]], num_layers: int) -> dict[str, Any]:
+def compare_runs(baseline: Records, pld: Records, num_layers: int) -> dict[str, Any]:
     """Baseline vs PLD: time per sample, saving vs the blocks-skipped bound, time to the baseline's loss."""
     b, p = summarize(baseline, num_layers), summarize(pld, num_layers)
     target = b["final_val_loss"]
@@ -84,3 +105,346 @@ def compare_runs(baseline: list[dict[str, Any]], pld: list[dict[str, Any]], num_
         "speedup_time": (tb / tp) if tb and tp else None,
         "speedup_samples": (sb / sp) if sb and sp else None,
     }
+
+
+# --- small numeric helpers ------------------------------------------------------------------
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``; ``None`` if either is missing or ``b`` is not positive."""
+    return None if a is None or b is None or b <= 0 else a / b
+
+
+def interval(values: Sequence[float | None], confidence: float = 0.95) -> dict[str, Any]:
+    """Mean and a Student-t confidence interval over the values that are not ``None``.
+
+    With one value the interval is that value's (``lo = hi = mean``, ``std`` None): no spread is
+    measured. ``half = t_{(1+c)/2, n-1} · s / √n``.
+
+    >>> r = interval([1.0, 2.0, 3.0])
+    >>> r["mean"], r["std"], r["n"], round(r["lo"], 4), round(r["hi"], 4)
+    (2.0, 1.0, 3, -0.4841, 4.4841)
+    >>> interval([2.5, None])["lo"], interval([None])["mean"]
+    (2.5, None)
+    """
+    vals = [float(v) for v in values if v is not None]
+    n = len(vals)
+    if n == 0:
+        return {"mean": None, "std": None, "n": 0, "lo": None, "hi": None, "confidence": confidence}
+    mean = statistics.fmean(vals)
+    if n == 1:
+        return {"mean": mean, "std": None, "n": 1, "lo": mean, "hi": mean, "confidence": confidence}
+    from scipy.stats import t
+
+    std = statistics.stdev(vals)
+    half = float(t.ppf((1 + confidence) / 2, n - 1)) * std / math.sqrt(n)
+    return {"mean": mean, "std": std, "n": n, "lo": mean - half, "hi": mean + half, "confidence": confidence}
+
+
+def geomean(values: Sequence[float | None]) -> float | None:
+    """Geometric mean of the positive values (``None`` if there are none); the mean that keeps
+    products of ratios products: ``geomean(a·b) = geomean(a)·geomean(b)`` over paired values.
+
+    >>> geomean([1.0, 4.0]), geomean([None])
+    (2.0, None)
+    """
+    vals = [v for v in values if v is not None and v > 0]
+    return math.prod(vals) ** (1 / len(vals)) if vals else None
+
+
+# --- the speed-up curve ---------------------------------------------------------------------
+
+def default_targets(baseline: Records, step: float = TARGET_STEP, top: float | None = None) -> list[float]:
+    """Target losses along the baseline's validation curve, highest first: every ``step`` (as
+    multiples of it) from the first level clearly -- at least ``step / 2`` -- below the first
+    validation loss (or below ``top``, e.g. the unigram loss, when that is lower) down to the
+    baseline's best validation loss.
+
+    >>> recs = [{"val_loss": 7.46}, {"val_loss": 7.01}, {"val_loss": 6.72}]
+    >>> default_targets(recs)
+    [7.4, 7.3, 7.2, 7.1, 7.0, 6.9, 6.8]
+    >>> default_targets(recs, top=7.05)
+    [7.0, 6.9, 6.8]
+    """
+    evals = eval_points(baseline)
+    if not evals:
+        return []
+    start = evals[0]["val_loss"] if top is None else min(evals[0]["val_loss"], top)
+    best = min(r["val_loss"] for r in evals)
+    hi = math.floor((start - step / 2) / step + 1e-9)
+    lo = math.ceil(best / step - 1e-9)
+    return [round(k * step, 10) for k in range(hi, lo - 1, -1)]
+
+
+def speedup_curve(baseline_records: Records, arm_records: Records, targets: Sequence[float] | None = None,
+                  keys: Sequence[str] = KEYS) -> list[dict[str, Any]]:
+    """The speed-up of an arm over the baseline at each target loss.
+
+    For each target, the training time (``wall``), counted FLOPs and samples at which each run's
+    validation loss first reaches it (:func:`time_to_loss`: linear between evaluations), and the
+    speed-up ``baseline / arm`` per key -- ``None`` where either never reached the target.
+
+    Args:
+        baseline_records, arm_records: ``metrics.jsonl`` records of the two runs.
+        targets: target validation losses (default: :func:`default_targets` of the baseline).
+        keys: what time is counted in (record keys).
+
+    Returns:
+        ``[{"target", "baseline": {key: x}, "arm": {key: x}, "speedup": {key: ratio}}, ...]``,
+        highest target (earliest in training) first.
+
+    >>> base = [{"wall": 0, "samples": 0, "val_loss": 8.0}, {"wall": 10, "samples": 100, "val_loss": 6.0}]
+    >>> arm = [{"wall": 0, "samples": 0, "val_loss": 8.0}, {"wall": 5, "samples": 100, "val_loss": 6.0}]
+    >>> [(r["target"], r["speedup"]["wall"], r["speedup"]["samples"]) for r in speedup_curve(base, arm, [7.0, 5.5])]
+    [(7.0, 2.0, 1.0), (5.5, None, None)]
+    """
+    targets = default_targets(baseline_records) if targets is None else list(targets)
+    rows = []
+    for t in targets:
+        b = {k: time_to_loss(baseline_records, t, k) for k in keys}
+        a = {k: time_to_loss(arm_records, t, k) for k in keys}
+        rows.append({"target": t, "baseline": b, "arm": a, "speedup": {k: _ratio(b[k], a[k]) for k in keys}})
+    return rows
+
+
+def curve_over_seeds(per_seed_curves: Sequence[Sequence[dict[str, Any]]], confidence: float = 0.95
+                     ) -> list[dict[str, Any]]:
+    """Speed-up curves of several seeds (each paired with its own baseline run) in one.
+
+    Rows are matched by target; per key: the mean speed-up over the seeds that reached the target,
+    a Student-t interval where ≥ 2 did (:func:`interval`), and how many reached it.
+
+    Returns:
+        ``[{"target", "seeds", "reached": {key: k}, "speedup": {key: interval}, "arm": {key:
+        interval of the arm's time (FLOPs, samples) to the target}}, ...]``, highest target first.
+
+    >>> c = lambda x: [{"target": 7.0, "baseline": {"wall": 2.0 * x}, "arm": {"wall": 1.0}, "speedup": {"wall": 2.0 * x}}]
+    >>> r = curve_over_seeds([c(1.0), c(1.5), c(2.0)])[0]
+    >>> r["speedup"]["wall"]["mean"], r["reached"]["wall"], round(r["speedup"]["wall"]["hi"], 4)
+    (3.0, 3, 5.4841)
+    """
+    by_target: dict[float, list[dict[str, Any]]] = {}
+    for curve in per_seed_curves:
+        for row in curve:
+            by_target.setdefault(round(row["target"], 10), []).append(row)
+    out = []
+    for t in sorted(by_target, reverse=True):
+        rows = by_target[t]
+        keys = list(rows[0]["speedup"])
+        out.append({
+            "target": t, "seeds": len(rows),
+            "reached": {k: sum(r["speedup"][k] is not None for r in rows) for k in keys},
+            "speedup": {k: interval([r["speedup"][k] for r in rows], confidence) for k in keys},
+            "arm": {k: interval([r["arm"][k] for r in rows], confidence) for k in keys},
+            "baseline": {k: interval([r["baseline"][k] for r in rows], confidence) for k in keys},
+        })
+    return out
+
+
+def trend(curve: Sequence[dict[str, Any]], key: str = "wall") -> dict[str, Any]:
+    """How the mean speed-up moves as training goes on (lower targets come later): least-squares
+    slope of speed-up against target loss, given per 0.1 nat of further training
+    (``per_0.1 = -0.1 · slope``: positive means the speed-up grows), with its standard error.
+
+    ``direction`` is ``grows`` / ``shrinks`` when the change is more than twice its standard
+    error, else ``no clear trend`` (also with fewer than 3 reached targets: ``too few points``).
+
+    >>> rows = [{"target": t, "speedup": {"wall": {"mean": s}}} for t, s in [(7.0, 1.0), (6.9, 1.2), (6.8, 1.4)]]
+    >>> r = trend(rows)
+    >>> round(r["per_0.1"], 6), r["direction"], r["first"], r["last"]
+    (0.2, 'grows', 1.0, 1.4)
+    """
+    pts = [(r["target"], r["speedup"][key]["mean"]) for r in curve if r["speedup"][key]["mean"] is not None]
+    res: dict[str, Any] = {"key": key, "points": len(pts), "first": pts[0][1] if pts else None,
+                           "last": pts[-1][1] if pts else None,
+                           "first_target": pts[0][0] if pts else None, "last_target": pts[-1][0] if pts else None,
+                           "slope": None, "per_0.1": None, "stderr_per_0.1": None}
+    if len(pts) < 3:
+        res["direction"] = "too few points"
+        return res
+    xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+    if max(xs) == min(xs) or max(ys) == min(ys):
+        res.update(slope=0.0, **{"per_0.1": 0.0, "stderr_per_0.1": 0.0}, direction="no clear trend")
+        return res
+    from scipy.stats import linregress
+
+    fit = linregress(xs, ys)
+    per, se = -0.1 * float(fit.slope), 0.1 * float(fit.stderr)
+    res.update(slope=float(fit.slope), **{"per_0.1": per, "stderr_per_0.1": se})
+    res["direction"] = ("grows" if per > 2 * se else "shrinks" if per < -2 * se else "no clear trend")
+    return res
+
+
+# --- several arms ---------------------------------------------------------------------------
+
+def _per_seed(runs: Any) -> list[Records]:
+    """An arm's runs as a list over seeds: accepts one run's records, a list of runs, or ``{seed: records}``."""
+    if isinstance(runs, Mapping):
+        return [list(r) for r in runs.values()]
+    runs = list(runs)
+    if runs and isinstance(runs[0], Mapping):
+        return [runs]
+    return [list(r) for r in runs]
+
+
+def plateau(final_loss: float | None, final_accuracy: float | None, unigram: Mapping[str, float] | None
+            ) -> dict[str, Any]:
+    """Has a model left the unigram plateau? Masked-token accuracy ≥ 0.15 and validation loss at
+    least 0.7 below the unigram loss of the same tokenizer (the loss check is skipped, and said
+    to be, when the unigram loss is unknown).
+
+    >>> plateau(6.2, 0.18, {"loss": 7.0, "accuracy": 0.06})["left"], plateau(6.9, 0.06, {"loss": 7.0})["left"]
+    (True, False)
+    """
+    u_loss = (unigram or {}).get("loss")
+    acc_ok = final_accuracy is not None and final_accuracy >= PLATEAU_ACCURACY
+    loss_ok = None if u_loss is None or final_loss is None else final_loss <= u_loss - PLATEAU_MARGIN
+    return {"unigram_loss": u_loss, "unigram_accuracy": (unigram or {}).get("accuracy"),
+            "final_loss": final_loss, "final_accuracy": final_accuracy,
+            "below_unigram": None if loss_ok is None else u_loss - final_loss,
+            "accuracy_ok": acc_ok, "loss_ok": loss_ok, "left": bool(acc_ok and loss_ok is not False),
+            "min_accuracy": PLATEAU_ACCURACY, "margin": PLATEAU_MARGIN}
+
+
+def _common_targets(baselines: list[Records], top: float | None) -> list[float]:
+    """The default targets every seed's baseline reaches (so every target's mean is over all seeds)."""
+    sets = [default_targets(b, top=top) for b in baselines]
+    common = set(sets[0]).intersection(*sets[1:]) if sets else set()
+    return sorted(common, reverse=True)
+
+
+def _mean_summary(figs: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("steps", "samples", "train_time_s", "flops", "time_per_sample_s", "steady_time_per_sample_s",
+            "mean_blocks_run", "steady_blocks_run", "final_val_loss", "final_val_accuracy", "best_val_loss")
+    return {k: interval([f.get(k) for f in figs])["mean"] for k in keys}
+
+
+def _headline(curve: list[dict[str, Any]], key: str = "wall") -> dict[str, Any] | None:
+    """The lowest target that every seed of the arm reached (latest in training), or None."""
+    full = [r for r in curve if r["reached"][key] == r["seeds"] and r["seeds"] > 0]
+    return full[-1] if full else None
+
+
+def decompose(baseline: list[Records], preln: list[Records], pld: list[Records], targets: Sequence[float],
+              keys: Sequence[str] = KEYS) -> list[dict[str, Any]]:
+    """Speed-up of Pre-LN + PLD over the baseline split into two factors that multiply:
+    ``architecture`` (Pre-LN and its learning rate vs the baseline) and ``dropping`` (Pre-LN + PLD
+    vs Pre-LN): ``total = architecture · dropping`` per seed; over seeds, geometric means
+    (which keep the product) of the seeds where all three reached the target.
+
+    >>> run = lambda w: [{"wall": 0, "val_loss": 8.0}, {"wall": w, "val_loss": 6.0}]
+    >>> d = decompose([run(12.0)], [run(4.0)], [run(3.0)], [7.0], keys=("wall",))[0]
+    >>> d["architecture"]["wall"], d["dropping"]["wall"], d["total"]["wall"]
+    (3.0, 1.3333333333333333, 4.0)
+    """
+    rows = []
+    for t in targets:
+        row: dict[str, Any] = {"target": t, "architecture": {}, "dropping": {}, "total": {}, "seeds": {}}
+        for k in keys:
+            per = []
+            for b, p, d in zip(baseline, preln, pld):
+                tb, tp, td = (time_to_loss(x, t, k) for x in (b, p, d))
+                if None not in (tb, tp, td) and min(tb, tp, td) > 0:
+                    per.append((tb / tp, tp / td, tb / td))
+            row["seeds"][k] = len(per)
+            for i, name in enumerate(("architecture", "dropping", "total")):
+                row[name][k] = geomean([x[i] for x in per])
+        rows.append(row)
+    return rows
+
+
+def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: str = "baseline",
+                 unigram: Mapping[str, float] | None = None, preln: str = "preln", pld: str = "pld",
+                 keys: Sequence[str] = KEYS) -> dict[str, Any]:
+    """Everything ``pldrop compare`` and the converge part of ``pldrop report`` say about a group of arms.
+
+    Args:
+        records_by_arm: ``{arm: records}`` for one seed, or ``{arm: [records per seed]}`` /
+            ``{arm: {seed: records}}``; seeds are paired by position (every arm has the same seeds).
+        num_layers: blocks per model (the bound on what skipping blocks can save).
+        baseline: the reference arm (Post-LN BERT).
+        unigram: ``{"loss", "accuracy"}`` of the tokenizer's unigram guesser, or None.
+        preln, pld: the arms of the decomposition (Pre-LN without and with PLD).
+
+    Returns:
+        ``{"baseline", "arms": {arm: {"seeds", "summary" (means over seeds), "per_seed",
+        "time_per_sample_ratio", "flops_per_sample_ratio", "saving_per_sample", "blocks_bound",
+        ...}}, "targets", "curves": {arm: [curve_over_seeds rows]}, "headline": {arm: row},
+        "plateau", "decomposition" (or None), "verdict"}``.
+    """
+    runs = {arm: _per_seed(r) for arm, r in records_by_arm.items()}
+    runs = {arm: [r for r in rs if r] for arm, rs in runs.items()}
+    if baseline not in runs:
+        raise ValueError(f"baseline arm {baseline!r} is not among {list(runs)}")
+    base = runs[baseline]
+    seeds = min(len(v) for v in runs.values())
+    figs = {arm: [summarize(r, num_layers) for r in rs] for arm, rs in runs.items()}
+    arms: dict[str, Any] = {}
+    for arm, fs in figs.items():
+        paired = list(zip(fs, figs[baseline]))
+        tps = [_ratio(f["time_per_sample_s"], b["time_per_sample_s"]) for f, b in paired]
+        fps = [_ratio(_ratio(f["flops"], f["samples"]), _ratio(b["flops"], b["samples"])) for f, b in paired]
+        s = _mean_summary(fs)
+        arms[arm] = {
+            "seeds": len(fs), "summary": s, "per_seed": fs,
+            "time_per_sample_ratio": interval(tps)["mean"],
+            "flops_per_sample_ratio": interval(fps)["mean"],
+            "saving_per_sample": None if interval(tps)["mean"] is None else 1 - interval(tps)["mean"],
+            "blocks_bound": 1 - s["mean_blocks_run"] / num_layers,
+            "steady_blocks_bound": 1 - s["steady_blocks_run"] / num_layers,
+        }
+    if preln in runs:  # PLD arms against Pre-LN without PLD: same architecture, so the bound applies
+        for arm in runs:
+            if arm != preln and arms[arm]["blocks_bound"] > 1e-9:
+                r = [_ratio(f["time_per_sample_s"], p["time_per_sample_s"]) for f, p in zip(figs[arm], figs[preln])]
+                arms[arm]["saving_vs_preln"] = 1 - interval(r)["mean"]
+
+    base_final = arms[baseline]["summary"]
+    pl = plateau(base_final["final_val_loss"], base_final["final_val_accuracy"], unigram)
+    targets = _common_targets(base, (unigram or {}).get("loss"))
+    curves = {arm: curve_over_seeds([speedup_curve(b, a, targets, keys) for b, a in zip(base, rs)])
+              for arm, rs in runs.items() if arm != baseline}
+    headline = {arm: _headline(c) for arm, c in curves.items()}
+    decomp = None
+    if preln in runs and pld in runs and baseline not in (preln, pld):
+        rows = decompose(base[:seeds], runs[preln][:seeds], runs[pld][:seeds], targets, keys)
+        full = [r for r in rows if r["seeds"]["wall"] == seeds]
+        decomp = {"rows": rows, "headline": full[-1] if full else None, "seeds": seeds}
+    return {"baseline": baseline, "num_layers": num_layers, "seeds": seeds, "keys": list(keys), "arms": arms,
+            "targets": targets, "curves": curves, "headline": headline, "plateau": pl, "unigram": unigram,
+            "decomposition": decomp, "verdict": verdict(curves, pl, pld, base_final)}
+
+
+def verdict(curves: Mapping[str, list[dict[str, Any]]], plateau_: dict[str, Any], pld: str = "pld",
+            base_final: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The paper's 2.5x against the PLD arm's speed-up curve.
+
+    ``claim`` is ``no claim`` when the baseline never left the unigram plateau (a speed-up there
+    says nothing about PLD) or there is no PLD arm; ``not reached`` when PLD reached none of the
+    targets; else ``agrees`` / ``smaller`` / ``larger`` for the speed-up at the lowest target every
+    seed reached (its interval and ±20 % of 2.5 overlap, or not). ``trend`` says whether the
+    speed-up grows or shrinks as training goes on; ``helps``: whether PLD is faster at all.
+    """
+    out: dict[str, Any] = {"paper": PAPER_SPEEDUP, "rel_tol": REL_TOL, "arm": pld}
+    curve = curves.get(pld)
+    if curve is None:
+        return {**out, "claim": "no claim", "why": "no PLD arm", "trend": None, "helps": None, "at": None}
+    out["trend"] = trend(curve)
+    head = _headline(curve)
+    reached_any = [r for r in curve if r["reached"]["wall"]]
+    out["at"] = head
+    out["lowest_reached"] = reached_any[-1]["target"] if reached_any else None
+    out["lowest_target"] = curve[-1]["target"] if curve else None
+    if not curve:
+        out.update(claim="no claim", why="the baseline's validation loss never fell clearly below where it started",
+                   helps=None)
+    elif not plateau_["left"]:
+        out.update(claim="no claim", why="the baseline did not leave the unigram plateau", helps=None)
+    elif head is None:
+        out.update(claim="not reached", why="PLD did not reach any target in every seed", helps=False)
+    else:
+        sp = head["speedup"]["wall"]
+        lo, hi = PAPER_SPEEDUP * (1 - REL_TOL), PAPER_SPEEDUP * (1 + REL_TOL)
+        out["claim"] = ("agrees" if sp["hi"] >= lo and sp["lo"] <= hi else "smaller" if sp["mean"] < lo else "larger")
+        out["why"] = None
+        out["helps"] = sp["lo"] > 1 if sp["n"] > 1 else sp["mean"] > 1
+    return out
