@@ -55,29 +55,43 @@ def add_parser(sub) -> None:
     p.add_argument("--preln-lr", type=float, help="peak learning rate of the Pre-LN arm")
     p.add_argument("--pld-lr", type=float, help="peak learning rate of the Pre-LN + PLD arm")
     p.add_argument("--theta-bar", type=float, help="θ̄ of the PLD arms (default: 0.5)")
+    p.add_argument("--seeds", type=int, metavar="N",
+                   help="train every arm with N seeds (--seed, --seed+1, ...), all in one lockstep; the report gives "
+                        "means and t-intervals over seeds (default: 1)")
     p.add_argument("--resume", action="store_true", help="continue the comparison in --out from its checkpoints")
     p.set_defaults(run=run)
 
 
-def arm_configs(args, base: dict[str, dict] | None = None) -> dict[str, Any]:
-    """One resolved config per arm: the command's defaults, then (on resume) the arm's saved config,
-    the file, the flags and overrides, then the arm and its learning rate."""
+def run_name(arm: str, seed: int, n_seeds: int) -> str:
+    """The run folder of an arm and seed: ``pld`` with one seed, ``pld-s1`` with several.
+
+    >>> run_name("pld", 0, 1), run_name("pld", 1, 3)
+    ('pld', 'pld-s1')
+    """
+    return arm if n_seeds == 1 else f"{arm}-s{seed}"
+
+
+def run_configs(args, arms: list[str], seeds: list[int], base: dict[str, dict] | None = None) -> dict[str, Any]:
+    """One resolved config per run (arm x seed): the command's defaults, then (on resume) the run's
+    saved config, the file, the flags and overrides, then the arm, its learning rate and the seed."""
     from .cli import flat_flags
     from .config import load_config
 
-    arms = args.arms or DEFAULT_ARMS
     flat = flat_flags(args)
     flat["pld.theta_bar"] = args.theta_bar
     flat["optim.paper_lrs"] = True if args.paper_lrs else None
+    flat.pop("seed", None)
     given = {"baseline": args.baseline_lr, "postln-pld": args.baseline_lr, "preln": args.preln_lr, "pld": args.pld_lr}
     cfgs = {}
-    for arm in arms:
-        lr = given[arm] if given[arm] is not None else (None if args.paper_lrs else DEFAULT_LRS[arm])
-        saved = (base or {}).get(arm)
-        if saved is not None and given[arm] is None:
-            lr = None  # the saved config's rate
-        cfgs[arm] = load_config(args.config, args.overrides, defaults=DEFAULTS, base=saved,
-                                **flat, **{"model.arm": arm, "optim.lr": lr})
+    for seed in seeds:
+        for arm in arms:
+            name = run_name(arm, seed, len(seeds))
+            lr = given[arm] if given[arm] is not None else (None if args.paper_lrs else DEFAULT_LRS[arm])
+            saved = (base or {}).get(name)
+            if saved is not None and given[arm] is None:
+                lr = None  # the saved config's rate
+            cfgs[name] = load_config(args.config, args.overrides, defaults=DEFAULTS, base=saved,
+                                     **flat, **{"model.arm": arm, "optim.lr": lr, "seed": seed})
     return cfgs
 
 
@@ -96,19 +110,24 @@ def run(args) -> int:
     if args.arms and len(set(args.arms)) != len(args.arms):
         raise UserError(f"--arms {' '.join(args.arms)}: each arm at most once")
     base = None
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError(f"--seeds {args.seeds}: give at least 1")
+    arms = args.arms or DEFAULT_ARMS
+    seeds = list(range(args.seed or 0, (args.seed or 0) + (args.seeds or 1)))
     if args.resume:
         saved = _read_compare_file(out)
         if args.arms and args.arms != saved["arms"]:
             raise UserError(f"--resume: {str(out)!r} compares {' '.join(saved['arms'])}, not {' '.join(args.arms)}")
-        args.arms = saved["arms"]
+        if (args.seeds is not None or args.seed is not None) and seeds != saved["seeds"]:
+            raise UserError(f"--resume: {str(out)!r} was run with seeds {saved['seeds']}, not {seeds}")
+        arms, seeds = saved["arms"], saved["seeds"]
         base = {}
-        for arm in args.arms:
+        for name in (run_name(a, s, len(seeds)) for s in seeds for a in arms):
             try:
-                base[arm] = yaml.safe_load((out / arm / "config.yaml").read_text(encoding="utf-8"))
+                base[name] = yaml.safe_load((out / name / "config.yaml").read_text(encoding="utf-8"))
             except (OSError, yaml.YAMLError):
-                base[arm] = None  # the arm never started: it starts now with the command's settings
-    cfgs = arm_configs(args, base)
-    arms = list(cfgs)
+                base[name] = None  # the run never started: it starts now with the command's settings
+    cfgs = run_configs(args, arms, seeds, base)
     first = next(iter(cfgs.values()))
     if len({c.optim.batch_size * c.optim.grad_accum for c in cfgs.values()}) > 1:
         raise UserError("the arms must share one batch size, so they are validated at the same sample counts")
@@ -126,15 +145,15 @@ def run(args) -> int:
                 stage = staged(out)
             work = stage.path if stage is not None else out
             data = None  # prepared once, by the first arm, and shared
-            for arm, cfg in cfgs.items():
-                runs[arm] = r = PretrainRun(cfg, work / arm, resume=args.resume and (work / arm / "config.yaml").is_file(),
-                                            progress=progress, command=_command())
+            for name, cfg in cfgs.items():
+                runs[name] = r = PretrainRun(cfg, work / name, progress=progress, command=_command(),
+                                             resume=args.resume and (work / name / "config.yaml").is_file())
                 r.prepare_data(data)
                 data, r.show_progress = r.data, False
                 r.build_model()
                 r.build_optimizer()
             stop.immediate = False
-            _write_compare_file(work, arms, args.resume)
+            _write_compare_file(work, arms, seeds, args.resume)
             for arm, r in runs.items():
                 r.start_or_resume()
                 print(f"== {arm}: {describe(r.cfg)}" + (f", {r.step_count} steps done" if r.step_count else ""),
@@ -159,7 +178,7 @@ def run(args) -> int:
                     "protocol": "lockstep: all arms in one process, one optimizer step at a time, the arm with the "
                                 "least training time first; validation at the same sample counts",
                     "summaries": summaries}
-            results = write_report(work, cfgs, arms, unigram, meta)
+            results = write_report(work, cfgs, arms, seeds, unigram, meta)
             if stage is not None:
                 stage.commit()
                 stage = None
@@ -206,6 +225,7 @@ def _read_compare_file(out: Path) -> dict:
         saved = json.loads(path.read_text(encoding="utf-8"))
         if not (isinstance(saved, dict) and isinstance(saved.get("arms"), list) and saved["arms"]):
             raise ValueError("no arms")
+        saved.setdefault("seeds", [0])
     except FileNotFoundError:
         raise UserError(f"--resume: {str(out)!r} is not a pldrop compare folder (no {COMPARE_FILE})") from None
     except (OSError, ValueError) as e:
@@ -213,14 +233,15 @@ def _read_compare_file(out: Path) -> dict:
     return saved
 
 
-def _write_compare_file(work: Path, arms: list[str], resumed: bool) -> None:
+def _write_compare_file(work: Path, arms: list[str], seeds: list[int], resumed: bool) -> None:
     from .checkpoint import atomic_write_text
     from .run import _mark
 
     work.mkdir(parents=True, exist_ok=True)
     if not (work / COMPARE_FILE).is_file():
         _mark(work, _command())
-    atomic_write_text(work / COMPARE_FILE, json.dumps({"arms": arms, "command": _command(), "resumed": resumed}, indent=1))
+    atomic_write_text(work / COMPARE_FILE, json.dumps({"arms": arms, "seeds": seeds, "command": _command(),
+                                                           "resumed": resumed}, indent=1))
 
 
 def _bar(runs, progress):
@@ -260,8 +281,10 @@ def describe(cfg) -> str:
             f"dropout {cfg.model.dropout:g}, precision {cfg.optim.precision}, budget {budget}{pld}")
 
 
-def write_report(out: Path, cfgs: dict, arms: list[str], unigram: dict | None, meta: dict) -> dict[str, Any]:
-    """The comparison from the arms' metrics.jsonl: results.json, plots and report.md (one shared renderer)."""
+def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigram: dict | None,
+                 meta: dict) -> dict[str, Any]:
+    """The comparison from the runs' metrics.jsonl: results.json, plots and report.md (one renderer,
+    shared with `pldrop report`). With several seeds each arm maps to its list of runs."""
     from .analysis import read_metrics
 
     try:
@@ -271,11 +294,16 @@ def write_report(out: Path, cfgs: dict, arms: list[str], unigram: dict | None, m
             (out / "report.md").write_text("(report renderer missing)\n")
             return {}
 
-    recs = {arm: read_metrics(out / arm / "metrics.jsonl") for arm in arms}
-    num_layers = json.loads((out / arms[-1] / "config.json").read_text())["num_hidden_layers"]
-    settings = {arm: describe(c) for arm, c in cfgs.items()}
-    meta = {**meta, "configs": {arm: c.to_dict() for arm, c in cfgs.items()}}
-    return write_compare_report(out, recs, settings, num_layers, unigram, meta)
+    def recs(arm):
+        per_seed = [read_metrics(out / run_name(arm, s, len(seeds)) / "metrics.jsonl") for s in seeds]
+        return per_seed[0] if len(seeds) == 1 else per_seed
+
+    records = {arm: recs(arm) for arm in arms}
+    first = run_name(arms[-1], seeds[0], len(seeds))
+    num_layers = json.loads((out / first / "config.json").read_text())["num_hidden_layers"]
+    settings = {arm: describe(cfgs[run_name(arm, seeds[0], len(seeds))]) for arm in arms}
+    meta = {**meta, "seeds": seeds, "configs": {name: c.to_dict() for name, c in cfgs.items()}}
+    return write_compare_report(out, records, settings, num_layers, unigram, meta)
 
 
 def print_summary(res: dict[str, Any]) -> None:
@@ -284,7 +312,9 @@ def print_summary(res: dict[str, Any]) -> None:
 
 
 def _command() -> str:
-    return " ".join(["pldrop", *sys.argv[1:]]) if sys.argv and sys.argv[0].endswith("pldrop") else " ".join(sys.argv)
+    import shlex
+
+    return " ".join(["pldrop", *map(shlex.quote, sys.argv[1:])])
 
 
 def _loadavg() -> list[float] | None:
