@@ -1,5 +1,6 @@
-"""PNG figures of the benchmarks, drawn (matplotlib, Agg) from the JSON sections and the runs'
-metrics.jsonl only -- the same inputs as the tables."""
+"""PNG figures of the benchmarks and of `pldrop compare`, drawn (matplotlib, Agg) from the JSON
+sections and the runs' metrics.jsonl only -- the same inputs as the tables. The one plotting
+module: `pldrop compare`, `pldrop bench` and `pldrop report` all draw with these functions."""
 
 from __future__ import annotations
 
@@ -55,36 +56,110 @@ def plot_step(section: dict[str, Any], path: Path) -> str:
     return path.name
 
 
-def plot_loss_curves(root: Path, arms: dict[str, Any], path: Path, target: float | None = None,
-                     title: str = "") -> str:
-    """Validation MLM loss against training time and against FLOPs; one line per run."""
-    from ..train.analysis import eval_points, read_metrics
+def plot_val_loss(runs: dict[str, list[list[dict[str, Any]]]], path: Path, keys: tuple[str, ...] = ("wall", "samples", "flops"),
+                  hlines: dict[str, float] | None = None, title: str = "") -> str:
+    """Validation MLM loss against training time, samples and counted FLOPs; one colour per arm,
+    one line per seed.
 
+    Args:
+        runs: ``{label: [records of each seed]}`` (``metrics.jsonl`` records).
+        path: the PNG to write.
+        keys: the x axes (record keys).
+        hlines: ``{label: loss}`` drawn as dotted horizontal lines (a target, the unigram loss).
+    """
     plt = _plt()
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for i, (name, arm) in enumerate(arms.items()):
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.2), squeeze=False)
+    for i, (label, per_seed) in enumerate(runs.items()):
         c = COLORS[i % len(COLORS)]
-        first = True
-        for seed, run in arm["runs"].items():
-            if run["status"] != "done":
-                continue
-            pts = eval_points(read_metrics(root / run["path"] / "metrics.jsonl"))
-            kw = {"color": c, "lw": 1.2, "alpha": 0.8, "marker": "o", "ms": 2}
-            if first:
-                kw["label"] = arm["label"]
-                first = False
-            axes[0].plot([r["wall"] for r in pts], [r["val_loss"] for r in pts], **kw)
-            axes[1].plot([r["flops"] for r in pts], [r["val_loss"] for r in pts], **kw)
-    for ax, xl in zip(axes, ("training time (s)", "training FLOPs (counted)")):
-        if target is not None:
-            ax.axhline(target, color="k", lw=0.8, ls=":", label="target (Post-LN final loss, mean)")
-        ax.set_xlabel(xl)
+        for j, recs in enumerate(per_seed):
+            pts = [r for r in recs if r.get("val_loss") is not None]
+            kw = {"color": c, "lw": 1.2, "alpha": 0.8, "marker": "o", "ms": 2, "label": label if j == 0 else None}
+            for ax, key in zip(axes[0], keys):
+                ax.plot([r.get(key) for r in pts], [r["val_loss"] for r in pts], **kw)
+    for ax, key in zip(axes[0], keys):
+        for k, (label, y) in enumerate((hlines or {}).items()):
+            if y is not None:
+                ax.axhline(y, color="k", lw=0.8, ls=[":", "--", "-."][k % 3], label=label)
+        ax.set_xlabel(AXIS[key])
         ax.set_ylabel("validation MLM loss")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, plt, path, title)
+
+
+COUNTED = {"wall": "training time", "samples": "samples", "flops": "FLOPs"}
+AXIS = {"wall": "training time (s)", "samples": "samples (sequences)", "flops": "training FLOPs (counted)"}
+
+
+def _save(fig, plt, path: Path, title: str = "") -> str:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path.name
+
+
+def plot_loss_curves(root: Path, arms: dict[str, Any], path: Path, target: float | None = None,
+                     title: str = "") -> str:
+    """:func:`plot_val_loss` of a benchmark group (``{name: {"label", "runs": {seed: {"path", "status"}}}}``,
+    run paths relative to ``root``); diverged runs left out."""
+    from ..train.analysis import read_metrics
+
+    runs = {arm["label"]: [read_metrics(root / run["path"] / "metrics.jsonl") for run in arm["runs"].values()
+                           if run["status"] == "done"] for arm in arms.values()}
+    return plot_val_loss(runs, path, hlines={"target (Post-LN final loss, mean)": target}, title=title)
+
+
+def plot_speedup(curves: dict[str, list[dict[str, Any]]], path: Path, keys: tuple[str, ...] = ("wall", "flops", "samples"),
+                 paper: float | None = 2.5, title: str = "") -> str:
+    """Speed-up over the baseline against the target loss (lower targets come later in training, to
+    the right), one panel per way of counting; mean over seeds with its interval where there are seeds.
+
+    Args:
+        curves: ``{label: rows of pldrop.train.analysis.curve_over_seeds}``.
+    """
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for i, (label, curve) in enumerate(curves.items()):
+            c = COLORS[(i + 1) % len(COLORS)]  # colour 0 is the baseline's in plot_val_loss
+            pts = [r for r in curve if r["speedup"][key]["mean"] is not None]
+            if not pts:
+                continue
+            x = [r["target"] for r in pts]
+            ax.plot(x, [r["speedup"][key]["mean"] for r in pts], "o-", ms=3, color=c, label=label)
+            if any(r["speedup"][key]["n"] > 1 for r in pts):
+                ax.fill_between(x, [r["speedup"][key]["lo"] for r in pts], [r["speedup"][key]["hi"] for r in pts],
+                                color=c, alpha=0.2, lw=0)
+        ax.axhline(1.0, color="k", lw=0.8, label="baseline (1×)")
+        if paper:
+            ax.axhline(paper, color="k", lw=0.8, ls=":", label=f"paper ({paper:g}×)")
+        ax.invert_xaxis()
+        ax.set_xlabel("target validation loss (lower = later in training)")
+        ax.set_ylabel(f"speed-up over the baseline, in {COUNTED[key]}")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    return _save(fig, plt, path, title)
+
+
+def plot_theta_blocks(runs: dict[str, list[dict[str, Any]]], path: Path, num_layers: int | None = None) -> str:
+    """θ(t) and blocks run per step against samples, one colour per PLD arm (``{label: records}``)."""
+    plt = _plt()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (label, recs) in enumerate(runs.items()):
+        c = COLORS[(i + 2) % len(COLORS)]
+        x = [r["samples"] for r in recs]
+        ax.plot(x, [r["theta"] for r in recs], color=c, label=label)
+        ax2.plot(x, [r["blocks_run"] for r in recs], color=c, alpha=0.5, lw=0.8, label=f"{label}: blocks run")
+        if recs and "expected_kept" in recs[0]:
+            ax2.plot(x, [r["expected_kept"] for r in recs], color=c, lw=1.2, ls="--", label=f"{label}: expected")
+    if num_layers:
+        ax2.axhline(num_layers, color="k", lw=0.8, ls=":", label=f"all {num_layers} blocks")
+    ax.set_ylabel("θ (keep probability of the last block)")
+    ax2.set_ylabel("blocks run per step")
+    for a in (ax, ax2):
+        a.set_xlabel("samples (sequences)")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    return _save(fig, plt, path)

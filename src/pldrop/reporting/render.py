@@ -9,52 +9,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from .fmt import num, pct, pm, sci, times
+from .fmt import table as _table
+
 VERDICT = {"agrees": "Agrees", "smaller": "Smaller than the paper", "larger": "Larger than the paper",
            "not measured": "Not measured", "not reached": "Not reached", "parity": "Parity",
            "PLD better": "PLD better", "PLD worse": "PLD worse"}
-
-
-# --- number formats (the only ones report.md uses) -------------------------------------------
-
-def num(x: float | None, d: int = 3, scale: float = 1.0) -> str:
-    """``x·scale`` with ``d`` decimals; ``–`` for a missing value.
-
-    >>> num(0.12345), num(None), num(0.5, 1, 100)
-    ('0.123', '–', '50.0')
-    """
-    return "–" if x is None else f"{x * scale:.{d}f}"
-
-
-def pm(agg: dict[str, Any] | None, d: int = 3, scale: float = 1.0) -> str:
-    """``mean ± std`` of a :func:`~pldrop.reporting.stats.mean_std` dict (``mean`` alone for one value).
-
-    >>> pm({"mean": 1.5, "std": 0.25, "n": 2}, 2), pm({"mean": 1.5, "std": None, "n": 1}, 2)
-    ('1.50 ± 0.25', '1.50')
-    """
-    if not agg or agg.get("mean") is None:
-        return "–"
-    if agg.get("std") is None:
-        return num(agg["mean"], d, scale)
-    return f"{num(agg['mean'], d, scale)} ± {num(agg['std'], d, scale)}"
-
-
-def pct(x: float | None, d: int = 1) -> str:
-    """A fraction as a percentage: ``pct(0.243)`` -> ``'24.3 %'``."""
-    return "–" if x is None else f"{num(x, d, 100)} %"
-
-
-def sci(x: float | None) -> str:
-    """FLOPs: ``sci(1.234e12)`` -> ``'1.23e+12'``."""
-    return "–" if x is None else f"{x:.2e}"
-
-
-def times(x: float | None) -> str:
-    """A speed-up: ``times(2.5)`` -> ``'2.50×'``."""
-    return "–" if x is None else f"{x:.2f}×"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 # --- bench step -----------------------------------------------------------------------------

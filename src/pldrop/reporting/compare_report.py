@@ -1,0 +1,356 @@
+"""The comparison of arms trained side by side, as Markdown, JSON and plots -- one renderer for all.
+
+`pldrop compare` writes its whole report with :func:`write_compare_report`; `pldrop report` and
+`pldrop bench converge` put the same sections (:func:`comparison_sections`) into their converge
+and ablation parts. Every section is a pure function of :func:`pldrop.train.analysis.compare_arms`'
+output (stored in ``results.json`` / ``report.json``), so every number can be recomputed from the
+arms' ``metrics.jsonl``.
+
+The report says what the numbers do not support: a speed-up measured before the baseline left
+the unigram plateau is no evidence for PLD (no claim is made then), a saving beyond what the
+skipped blocks allow is explained, and when PLD (or dropping, against Pre-LN alone) does not
+get there faster it says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .fmt import ci, num, pct, sci, table, times
+
+ARM_NAMES = {"baseline": "Post-LN BERT", "preln": "Pre-LN", "pld": "Pre-LN + PLD", "postln-pld": "Post-LN + PLD"}
+CLAIM = {"agrees": "agrees with", "smaller": "is smaller than", "larger": "is larger than"}
+MAX_ROWS = 12  # targets shown per curve table (every target is in the JSON)
+
+
+def labels_for(arms) -> dict[str, str]:
+    """Display names of arms (``pld`` -> ``Pre-LN + PLD``); unknown names are kept."""
+    return {a: ARM_NAMES.get(a, a) for a in arms}
+
+
+# --- sections (pure functions of compare_arms' output) --------------------------------------
+
+def render_plateau(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """The unigram plateau: where it is, and whether the baseline left it (if not: no claim)."""
+    p = an["plateau"]
+    base = labels[an["baseline"]]
+    lines = []
+    if p["unigram_loss"] is not None:
+        lines.append(f"**Unigram plateau** of this tokenizer (every masked token guessed from its frequency alone): "
+                     f"validation loss {num(p['unigram_loss'])}, masked-token accuracy {num(p['unigram_accuracy'])}. "
+                     f"A model has learned more than token frequencies once its accuracy is ≥ {num(p['min_accuracy'], 2)} "
+                     f"and its loss ≥ {num(p['margin'], 1)} below the unigram loss.")
+    else:
+        lines.append(f"The unigram loss of this tokenizer is not known: only the accuracy check "
+                     f"(≥ {num(p['min_accuracy'], 2)}) applies.")
+    why = []
+    if not p["accuracy_ok"]:
+        why.append(f"final masked-token accuracy {num(p['final_accuracy'])} < {num(p['min_accuracy'], 2)}")
+    if p["loss_ok"] is False:
+        why.append(f"final validation loss {num(p['final_loss'])} is only {num(p['below_unigram'])} below the unigram "
+                   f"loss (needs ≥ {num(p['margin'], 1)})")
+    if p["left"]:
+        below = (f", loss {num(p['below_unigram'])} below the unigram loss" if p["below_unigram"] is not None else "")
+        lines.append(f"\nThe {base} baseline left the unigram plateau (final accuracy {num(p['final_accuracy'])}{below}).")
+    else:
+        lines.append(f"\n**The {base} baseline did not leave the unigram plateau** ({'; '.join(why)}). At this budget "
+                     "the arms have learned little beyond token frequencies, so a speed-up measured here says nothing "
+                     "about PLD and **no speed-up claim is made**; give the arms a longer budget.")
+    return lines + [""]
+
+
+def render_arms(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """One row per arm (means over seeds), the unigram guesser beside the final losses."""
+    L = an["num_layers"]
+    rows = []
+    for arm, a in an["arms"].items():
+        s = a["summary"]
+        rows.append([labels[arm], str(a["seeds"]), num(s["steps"], 0), num(s["samples"], 0), num(s["train_time_s"], 1),
+                     num(s["time_per_sample_s"], 2, 1e3), times(a["time_per_sample_ratio"]),
+                     f"{num(s['mean_blocks_run'], 2)} / {L}", sci(s["flops"]), num(s["final_val_loss"], 4),
+                     num(s["final_val_accuracy"], 3), num(s["best_val_loss"], 4)])
+    p = an["plateau"]
+    if p["unigram_loss"] is not None:
+        rows.append(["unigram guesser", "–", "–", "–", "–", "–", "–", "–", "–", num(p["unigram_loss"], 4),
+                     num(p["unigram_accuracy"], 3), "–"])
+    head = ["arm", "seeds", "steps", "samples", "training time (s)", "time per sample (ms)",
+            f"time per sample / {labels[an['baseline']]}", "blocks run per step", "FLOPs", "final val loss",
+            "final masked-token accuracy", "best val loss"]
+    note = " (means over seeds)" if an["seeds"] > 1 else ""
+    return [f"**Arms**{note}:", ""] + table(head, rows) + [""]
+
+
+def _gap_sentence(saving: float, bound: float, against_preln: bool) -> str:
+    """Why the realised saving per sample differs from the blocks-skipped bound, from the numbers."""
+    if saving > bound:
+        if against_preln:
+            return ("The saving exceeds what the skipped blocks allow: per-step costs other than the blocks changed "
+                    "(allocator, cache effects), or the load on the machine hit the arms unevenly -- compare "
+                    "`step_time` in the arms' metrics.jsonl.")
+        return ("The saving exceeds what the skipped blocks allow: the two arms differ in more than PLD (Post-LN "
+                "BERT and Pre-LN blocks do not cost the same), so part of it is the architecture's own speed.")
+    return ("The gap to the bound is the step's fixed cost (embeddings, MLM head, optimizer), per-block overheads"
+            + ("." if against_preln else ", and the architectures' own difference in speed."))
+
+
+def render_time_per_sample(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """Time saved per sample against the blocks-skipped bound, for every arm that drops blocks."""
+    lines = []
+    base = labels[an["baseline"]]
+    for arm, a in an["arms"].items():
+        if arm == an["baseline"] or a["blocks_bound"] <= 1e-9:
+            continue
+        text = (f"- **{labels[arm]}**: {pct(a['saving_per_sample'])} less time per sample than {base}; the blocks it "
+                f"skipped bound the saving at {pct(a['blocks_bound'])} ({pct(a['steady_blocks_bound'])} in the second "
+                f"half, θ near θ̄) if blocks were the whole step.")
+        if a.get("saving_vs_preln") is not None:
+            text += (f" Against Pre-LN without PLD (the same blocks): {pct(a['saving_vs_preln'])} saved. "
+                     + _gap_sentence(a["saving_vs_preln"], a["blocks_bound"], True))
+        elif a["saving_per_sample"] is not None:
+            text += " " + _gap_sentence(a["saving_per_sample"], a["blocks_bound"], False)
+        lines.append(text)
+    return (["**Time per sample**:", ""] + lines + [""]) if lines else []
+
+
+def _thin(rows: list[dict[str, Any]], max_rows: int = MAX_ROWS) -> list[dict[str, Any]]:
+    """At most ``max_rows`` rows, evenly spaced, always the first and the last."""
+    if len(rows) <= max_rows:
+        return rows
+    idx = sorted({round(i * (len(rows) - 1) / (max_rows - 1)) for i in range(max_rows)})
+    return [rows[i] for i in idx]
+
+
+def render_curves(an: dict[str, Any], labels: dict[str, str], arms: list[str] | None = None) -> list[str]:
+    """Per arm: time, FLOPs and samples to each target loss along the baseline's curve, and the speed-ups."""
+    base = labels[an["baseline"]]
+    if not an["targets"]:
+        return [f"No speed-up curve: {base}'s validation loss never fell clearly (0.05) below its first value "
+                "(or below the unigram loss) and then by a whole 0.1 level.", ""]
+    seeds = an["seeds"]
+    ival = (f"; mean over {seeds} seeds, [95 % t-interval]" if seeds > 1 else "")
+    lines = [f"**Speed-up along {base}'s validation curve**: for target losses every 0.1 from just below where it "
+             f"started{' (or the unigram loss)' if an['plateau']['unigram_loss'] is not None else ''} down to its best, "
+             f"the training time, counted FLOPs and samples each arm needs to reach the target (linear between "
+             f"evaluations), and {base}'s over the arm's{ival}. Lower targets come later in training. "
+             + (f"{MAX_ROWS} of the {len(an['targets'])} targets are shown; all are in the JSON." if
+                len(an["targets"]) > MAX_ROWS else ""), ""]
+    for arm in arms or list(an["curves"]):
+        curve = an["curves"][arm]
+        rows = [[num(r["target"], 1), num(r["baseline"]["wall"]["mean"], 1), num(r["arm"]["wall"]["mean"], 1),
+                 ci(r["speedup"]["wall"]), ci(r["speedup"]["flops"]), ci(r["speedup"]["samples"]),
+                 f"{r['reached']['wall']} / {r['seeds']}"] for r in _thin(curve)]
+        lines += [f"{labels[arm]} against {base}:", ""]
+        lines += table(["target loss", f"{base}: time (s)", f"{labels[arm]}: time (s)", "speed-up (time)",
+                        "speed-up (FLOPs)", "speed-up (samples)", "seeds reaching it"], rows) + [""]
+    return lines
+
+
+def render_headlines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """One row per arm: the speed-up at the lowest target every seed of it reached, and its trend."""
+    from ..train.analysis import trend
+
+    rows = []
+    for arm, curve in an["curves"].items():
+        h = an["headline"][arm]
+        tr = trend(curve)
+        rows.append([labels[arm], num(h["target"], 1) if h else "none", ci(h["speedup"]["wall"]) if h else "–",
+                     ci(h["speedup"]["flops"]) if h else "–", ci(h["speedup"]["samples"]) if h else "–",
+                     _trend_cell(tr)])
+    head = ["arm", "lowest target reached (all seeds)", "speed-up (time)", "speed-up (FLOPs)", "speed-up (samples)",
+            "as training goes on (time)"]
+    return [f"**Speed-ups over {labels[an['baseline']]}** at the lowest target loss each arm reached:", ""] + \
+        table(head, rows) + [""]
+
+
+def _trend_cell(tr: dict[str, Any]) -> str:
+    if tr["per_0.1"] is None:
+        return tr["direction"]
+    return f"{tr['direction']} ({tr['per_0.1']:+.2f}× per 0.1 of loss, ± {num(tr['stderr_per_0.1'], 2)})"
+
+
+def render_decomposition(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """PLD's speed-up over the baseline = architecture and its learning rate × dropping."""
+    d = an.get("decomposition")
+    if not d:
+        return []
+    base = labels[an["baseline"]]
+    gm = " (geometric means over seeds, which keep the product)" if d["seeds"] > 1 else ""
+    lines = [f"**Where the speed-up comes from**: Pre-LN + PLD over {base} = (Pre-LN, with its learning rate, over "
+             f"{base}) × (Pre-LN + PLD over Pre-LN){gm}. The first factor is the architecture and its rate, the second "
+             "is what dropping adds.", ""]
+    full = [r for r in d["rows"] if r["seeds"]["wall"] == d["seeds"]]
+    if not full:
+        return lines + ["Pre-LN and Pre-LN + PLD did not both reach any target in every seed: no decomposition.", ""]
+    rows = [[num(r["target"], 1)] + [times(r[part][k]) for part in ("architecture", "dropping", "total")
+                                    for k in ("wall", "flops")] for r in _thin(full)]
+    lines += table(["target loss", "architecture (time)", "architecture (FLOPs)", "dropping (time)",
+                    "dropping (FLOPs)", "total (time)", "total (FLOPs)"], rows) + [""]
+    h = d["headline"]
+    if h is not None:
+        a, dr, tot = h["architecture"]["wall"], h["dropping"]["wall"], h["total"]["wall"]
+        lines.append(f"At loss {num(h['target'], 1)}: {times(a)} × {times(dr)} = {times(tot)} in training time.")
+        if dr is not None and dr <= 1:
+            lines.append("**Dropping does not help here**: Pre-LN + PLD is no faster than Pre-LN alone to this loss; "
+                         f"the speed-up over {base} comes from the architecture and its learning rate.")
+        elif a is not None and a <= 1:
+            lines.append(f"Pre-LN alone is no faster than {base} here; the speed-up is dropping's.")
+        lines.append("")
+    return lines
+
+
+def verdict_lines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """The paper's 2.5x against the curve, in sentences (what holds and what does not)."""
+    v = an["verdict"]
+    base = labels[an["baseline"]]
+    arm = labels.get(v["arm"], v["arm"])
+    if v["claim"] == "no claim":
+        return [f"**No claim on the paper's {times(v['paper'])}**: {v['why']}."]
+    if v["claim"] == "not reached":
+        return [f"**{arm} does not help here**: it reached none of {base}'s target losses in every seed within the "
+                f"budget, so it is not faster to the same loss (the paper claims {times(v['paper'])})."]
+    h, tr = v["at"], v["trend"]
+    sp = h["speedup"]
+    lines = [f"**The paper's {times(v['paper'])}**: at loss {num(h['target'], 1)}, the lowest target every seed "
+             f"reached, {arm} is {ci(sp['wall'])} faster than {base} in training time, {ci(sp['flops'])} in counted "
+             f"FLOPs, {ci(sp['samples'])} in samples; this {CLAIM[v['claim']]} the paper's figure (agreement: within "
+             f"±{pct(v['rel_tol'], 0)}, interval included)."]
+    if tr["per_0.1"] is not None:
+        lines.append(f"As training goes on the speed-up {tr['direction'] if tr['direction'] != 'no clear trend' else 'shows no clear trend'}: "
+                     f"{times(tr['first'])} at loss {num(tr['first_target'], 1)}, {times(tr['last'])} at "
+                     f"{num(tr['last_target'], 1)} ({tr['per_0.1']:+.2f}× per 0.1 of loss, standard error "
+                     f"{num(tr['stderr_per_0.1'], 2)}).")
+    if v["lowest_target"] is not None and (v["lowest_reached"] is None or v["lowest_reached"] > v["lowest_target"]):
+        lines.append(f"{arm} did not reach {base}'s best loss ({num(v['lowest_target'], 1)}) within the budget "
+                     f"(lowest target reached: {num(v['lowest_reached'], 1)}).")
+    if v["helps"] is False:
+        lines.append(f"**{arm} does not help here**: it is not faster than {base} to the same loss.")
+    return lines
+
+
+def comparison_sections(an: dict[str, Any], labels: dict[str, str] | None = None, curves: bool = True) -> list[str]:
+    """Every section of a comparison (what `pldrop compare` prints, and `pldrop report` embeds)."""
+    labels = labels or labels_for(an["arms"])
+    lines = render_plateau(an, labels) + render_arms(an, labels) + render_time_per_sample(an, labels)
+    lines += render_headlines(an, labels)
+    if curves:
+        lines += render_curves(an, labels)
+    lines += render_decomposition(an, labels)
+    return lines + [f"- {x}" for x in verdict_lines(an, labels)] + [""]
+
+
+# --- pldrop compare's report ----------------------------------------------------------------
+
+def render_machine(meta: dict[str, Any]) -> list[str]:
+    """Command, machine, load averages and protocol of a comparison."""
+    m = meta.get("machine") or {}
+    lines = []
+    if meta.get("command"):
+        lines += ["Command:", "", "```", meta["command"], "```", ""]
+    if m:
+        lines.append("Machine: " + ", ".join(f"{k} {v}" for k, v in m.items()) + ".")
+    ls, le = meta.get("load_start"), meta.get("load_end")
+    if ls or le:
+        fmt = lambda x: " / ".join(num(v, 2) for v in x) if x else "–"  # noqa: E731
+        cpus = m.get("cpus") or m.get("cores")
+        busy = cpus and max((ls or [0])[0], (le or [0])[0]) > cpus - 0.5
+        lines.append(f"Load averages (1, 5, 15 min): {fmt(ls)} at the start, {fmt(le)} at the end."
+                     + (" Other processes competed for the CPU: the arms train in lockstep, so the load hits them "
+                        "alike, but absolute times are inflated; counted FLOPs are not affected." if busy else ""))
+    if meta.get("protocol"):
+        lines.append(f"Protocol: {meta['protocol']}.")
+    return lines + [""]
+
+
+def render_compare(results: dict[str, Any]) -> str:
+    """The whole ``report.md`` of `pldrop compare` (a pure function of ``results.json``)."""
+    an, meta = results["analysis"], results.get("meta", {})
+    labels = labels_for(results["arms"])
+    lines = [f"# pldrop compare: {' vs '.join(labels[a] for a in results['arms'])}", ""]
+    lines += [f"- {labels[a]} (`{a}`): {results['settings'].get(a, '')}" for a in results["arms"]] + [""]
+    lines += render_machine(meta)
+    lines += ["All figures below are recomputed from the arms' `metrics.jsonl` by "
+              "`pldrop.train.analysis.compare_arms`; `report.md` is "
+              "`pldrop.reporting.compare_report.render_compare(results.json)`.", ""]
+    lines += comparison_sections(an, labels)
+    lines += [f"![{p}]({p})" for p in results.get("plots", [])] + [""]
+    return "\n".join(lines)
+
+
+def summary_lines(results: dict[str, Any]) -> list[str]:
+    """What `pldrop compare` prints at the end."""
+    an = results["analysis"]
+    labels = labels_for(results["arms"])
+    p = an["plateau"]
+    out = []
+    if p["unigram_loss"] is not None:
+        out.append(f"unigram plateau: validation loss {p['unigram_loss']:.3f}, accuracy {num(p['unigram_accuracy'])}")
+    for arm, a in an["arms"].items():
+        s = a["summary"]
+        out.append(f"{labels[arm]:<14} final val loss {num(s['final_val_loss'], 4)}, accuracy "
+                   f"{num(s['final_val_accuracy'])}, {num(s['time_per_sample_s'], 2, 1e3)} ms per sample, "
+                   f"{num(s['mean_blocks_run'], 2)} / {an['num_layers']} blocks")
+    if not p["left"]:
+        out.append("the baseline did not leave the unigram plateau: no speed-up claim")
+    for arm, h in an["headline"].items():
+        out.append(f"{labels[arm]} vs {labels[an['baseline']]}: " + (
+            f"{ci(h['speedup']['wall'])} faster in time, {ci(h['speedup']['flops'])} in FLOPs to loss "
+            f"{num(h['target'], 1)}" if h else "reached no target of the baseline"))
+    out += [ln.replace("**", "") for ln in verdict_lines(an, labels)]
+    return out
+
+
+def _finite(o: Any) -> Any:
+    """JSON-safe: NaN and infinities become None."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _finite(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_finite(v) for v in o]
+    return o
+
+
+def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_arm: dict[str, str], num_layers: int,
+                         unigram: dict[str, float] | None, meta: dict[str, Any]) -> dict[str, Any]:
+    """`pldrop compare`'s output: ``results.json``, ``report.md`` and plots in ``out``.
+
+    Args:
+        out: the comparison folder.
+        records_by_arm: ``{arm: records}`` (one seed) or ``{arm: [records per seed]}``; the first
+            arm is the baseline unless ``meta["baseline"]`` names another.
+        settings_by_arm: a one-line description of each arm's settings.
+        num_layers: blocks per model.
+        unigram: ``{"loss", "accuracy"}`` of the tokenizer's unigram guesser, or None.
+        meta: ``command``, ``machine``, ``load_start``, ``load_end``, ``protocol`` (all shown), and
+            anything else to keep in ``results.json``.
+
+    Returns:
+        The results (as written to ``results.json``), with ``summary_lines`` to print.
+    """
+    from ..train.analysis import _per_seed, compare_arms
+    from .plots import plot_speedup, plot_theta_blocks, plot_val_loss
+
+    out = Path(out)
+    arms = list(records_by_arm)
+    baseline = meta.get("baseline") or ("baseline" if "baseline" in arms else arms[0])
+    an = compare_arms(records_by_arm, num_layers, baseline=baseline, unigram=unigram)
+    labels = labels_for(arms)
+    runs = {labels[a]: _per_seed(r) for a, r in records_by_arm.items()}
+    plots = [plot_val_loss(runs, out / "val_loss.png", hlines={"unigram loss": (unigram or {}).get("loss")},
+                           title="Validation loss against training time, samples and counted FLOPs")]
+    if an["targets"] and an["curves"]:
+        plots.append(plot_speedup({labels[a]: c for a, c in an["curves"].items()}, out / "speedup.png",
+                                  title=f"Speed-up over {labels[baseline]} at each target loss"))
+    pld = {labels[a]: _per_seed(r)[0] for a, r in records_by_arm.items() if an["arms"][a]["blocks_bound"] > 1e-9}
+    if pld:
+        plots.append(plot_theta_blocks(pld, out / "theta_blocks.png", num_layers))
+    results = _finite({"arms": arms, "baseline": baseline, "settings": settings_by_arm, "meta": meta,
+                       "analysis": an, "plots": plots})
+    results["summary_lines"] = summary_lines(results)
+    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
+    (out / "report.md").write_text(render_compare(results), encoding="utf-8")
+    return results
+

@@ -1,0 +1,196 @@
+"""The comparison's figures recomputed from synthetic metrics with known answers, and its report.
+
+Validation loss falls linearly in samples in these runs, so linear interpolation between
+evaluations is exact and every speed-up is known in closed form.
+"""
+
+import json
+import math
+import statistics
+
+import pytest
+
+from pldrop.reporting.compare_report import render_compare, write_compare_report
+from pldrop.train.analysis import (
+    compare_arms, curve_over_seeds, decompose, default_targets, interval, read_metrics, speedup_curve, trend,
+)
+
+T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (from a table: 4.303)
+
+
+def synth(sec_per_sample=0.01, flops_per_sample=1e9, rate=1.0, steps=100, batch=10, start=10.0, floor=None,
+          blocks=4, acc=None, eval_every=10, theta=1.0):
+    """metrics.jsonl records: val_loss = start - rate * samples / 200 (not below ``floor``)."""
+    recs = []
+    for step in range(1, steps + 1):
+        samples = step * batch
+        r = {"step": step, "loss": 0.0, "samples": samples, "step_time": batch * sec_per_sample,
+             "wall": samples * sec_per_sample, "flops": samples * flops_per_sample, "blocks_run": blocks,
+             "theta": theta}
+        if step % eval_every == 0:
+            v = start - rate * samples / 200
+            r["val_loss"] = v if floor is None else max(v, floor)
+            r["val_accuracy"] = acc if acc is not None else min(0.5, (start - r["val_loss"]) / 10)
+        recs.append(r)
+    return recs
+
+
+def test_default_targets_every_tenth_from_clearly_below_start_to_best():
+    base = synth()  # first evaluation 9.5, best 5.0
+    t = default_targets(base)
+    assert t[0] == 9.4 and t[-1] == 5.0 and len(t) == 45
+    assert all(math.isclose(a - b, 0.1, abs_tol=1e-9) for a, b in zip(t, t[1:]))
+    assert default_targets(base, top=7.03)[0] == 6.9  # below the unigram loss when that is lower
+
+
+def test_speedup_curve_exactly_twice_as_fast_in_wall_clock():
+    base = synth(sec_per_sample=0.02, flops_per_sample=3e9)
+    arm = synth(sec_per_sample=0.01, flops_per_sample=1e9)  # same loss per sample, half the time, a third the FLOPs
+    curve = speedup_curve(base, arm)
+    assert [r["target"] for r in curve] == default_targets(base)
+    for r in curve:
+        assert r["speedup"]["wall"] == pytest.approx(2.0)
+        assert r["speedup"]["flops"] == pytest.approx(3.0)
+        assert r["speedup"]["samples"] == pytest.approx(1.0)
+        assert r["baseline"]["samples"] == pytest.approx(200 * (10.0 - r["target"]))  # closed form
+
+
+def test_speedup_curve_none_where_the_arm_never_reaches():
+    base = synth()
+    arm = synth(rate=2.0, floor=7.0)  # twice the learning per sample, then stuck at 7.0
+    curve = speedup_curve(base, arm)
+    for r in curve:
+        if r["target"] > 9.0:  # passed before the arm's first evaluation (9.0): counted at that evaluation
+            assert 1.0 < r["speedup"]["samples"] < 2.0
+        elif r["target"] >= 7.0:
+            assert r["speedup"]["samples"] == pytest.approx(2.0)
+        else:
+            assert r["speedup"] == {"wall": None, "flops": None, "samples": None}
+            assert r["arm"]["wall"] is None and r["baseline"]["wall"] is not None
+
+
+def test_t_interval_over_three_seeds_by_hand():
+    speedups = [1.8, 2.0, 2.4]
+    base = [synth(sec_per_sample=0.01 * s) for s in speedups]
+    arm = [synth(sec_per_sample=0.01) for _ in speedups]
+    curve = curve_over_seeds([speedup_curve(b, a) for b, a in zip(base, arm)])
+    mean = sum(speedups) / 3
+    sd = math.sqrt(sum((x - mean) ** 2 for x in speedups) / 2)
+    half = T_975_2 * sd / math.sqrt(3)
+    for r in curve:
+        s = r["speedup"]["wall"]
+        assert (s["n"], r["reached"]["wall"], r["seeds"]) == (3, 3, 3)
+        assert s["mean"] == pytest.approx(mean) and s["std"] == pytest.approx(sd)
+        assert s["lo"] == pytest.approx(mean - half) and s["hi"] == pytest.approx(mean + half)
+    assert interval([2.0])["lo"] == interval([2.0])["hi"] == 2.0  # one seed: no spread claimed
+
+
+def test_decomposition_multiplies_to_the_total():
+    # Pre-LN learns 1.5x as much per sample and costs 0.8x per sample; PLD costs 0.8x Pre-LN's
+    base = [synth(sec_per_sample=0.01 * k) for k in (1.0, 1.1, 0.9)]
+    preln = [synth(sec_per_sample=0.008, rate=1.5) for _ in range(3)]
+    pld = [synth(sec_per_sample=0.0064 * k, rate=1.5, blocks=3) for k in (1.0, 1.2, 0.95)]
+    targets = default_targets(base[0])
+    rows = decompose(base, preln, pld, targets)
+    full = [r for r in rows if r["seeds"]["wall"] == 3]
+    assert full, "every seed reaches the upper targets"
+    for r in full:
+        for k in ("wall", "flops", "samples"):
+            assert r["architecture"][k] * r["dropping"][k] == pytest.approx(r["total"][k])
+        assert r["dropping"]["samples"] == pytest.approx(1.0)
+        if r["target"] < 9.25:  # below Pre-LN's first evaluation, where interpolation is exact
+            assert r["architecture"]["samples"] == pytest.approx(1.5)
+    seed0 = decompose(base[:1], preln[:1], pld[:1], [9.0])[0]
+    assert seed0["architecture"]["wall"] == pytest.approx(1.5 / 0.8)
+    assert seed0["dropping"]["wall"] == pytest.approx(1.25) and seed0["total"]["wall"] == pytest.approx(1.5 / 0.64)
+    an = compare_arms({"baseline": base, "preln": preln, "pld": pld}, num_layers=4,
+                      unigram={"loss": 9.6, "accuracy": 0.06})
+    h = an["decomposition"]["headline"]
+    assert h["architecture"]["wall"] * h["dropping"]["wall"] == pytest.approx(h["total"]["wall"])
+
+
+def test_compare_arms_ratios_bound_and_trend():
+    base = synth(sec_per_sample=0.01)
+    preln = synth(sec_per_sample=0.008)
+    pld = synth(sec_per_sample=0.006, blocks=3, theta=0.5)
+    an = compare_arms({"baseline": base, "preln": preln, "pld": pld}, num_layers=4)
+    assert an["arms"]["pld"]["time_per_sample_ratio"] == pytest.approx(0.6)
+    assert an["arms"]["pld"]["saving_vs_preln"] == pytest.approx(0.25)
+    assert an["arms"]["pld"]["blocks_bound"] == pytest.approx(0.25)
+    assert an["curves"]["pld"][0]["speedup"]["wall"]["mean"] == pytest.approx(1 / 0.6)
+    assert an["verdict"]["trend"]["direction"] == "no clear trend"  # constant speed-up
+    assert an["verdict"]["claim"] == "smaller" and an["verdict"]["helps"] is True
+    # a speed-up that grows as training goes on: PLD learns faster per sample the further it gets
+    grow = [dict(r) for r in pld]
+    for r in grow:
+        if "val_loss" in r:
+            r["val_loss"] = 10.0 - (r["samples"] / 200) ** 1.2
+    tr = trend(compare_arms({"baseline": base, "pld": grow}, num_layers=4)["curves"]["pld"])
+    assert tr["direction"] == "grows" and tr["last"] > tr["first"]
+
+
+def _write_runs(root, runs):
+    for arm, recs in runs.items():
+        (root / arm).mkdir(parents=True)
+        (root / arm / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return {arm: read_metrics(root / arm / "metrics.jsonl") for arm in runs}
+
+
+META = {"command": "pldrop compare --out x", "machine": {"cpus": 2, "torch": "2.13.0"}, "load_start": [0.5, 0.4, 0.3],
+        "load_end": [1.0, 0.8, 0.5], "protocol": "lockstep: one optimizer step at a time, least-time-first"}
+
+
+def test_report_on_the_plateau_makes_no_claim(tmp_path):
+    # both arms sit on the unigram plateau (7.03 / 0.06) like today's default compare
+    runs = _write_runs(tmp_path, {"baseline": synth(start=7.4, floor=6.95, acc=0.06),
+                                  "pld": synth(sec_per_sample=0.007, start=7.4, floor=6.93, acc=0.061, blocks=3)})
+    res = write_compare_report(tmp_path, runs, {"baseline": "lr 5e-4", "pld": "lr 1e-3"}, 4,
+                               {"loss": 7.03, "accuracy": 0.06}, META)
+    md = (tmp_path / "report.md").read_text()
+    assert "did not leave the unigram plateau" in md and "no speed-up claim is made" in md
+    assert "No claim on the paper's 2.50×" in md
+    assert "7.030" in md and "0.060" in md  # the unigram loss and accuracy, beside the final losses
+    assert res["analysis"]["verdict"]["claim"] == "no claim"
+    assert "the baseline did not leave the unigram plateau: no speed-up claim" in res["summary_lines"]
+    for f in ("results.json", "report.md", "val_loss.png", "theta_blocks.png"):
+        assert (tmp_path / f).stat().st_size > 0, f
+
+
+def test_report_writes_every_file_and_recomputes_from_metrics(tmp_path):
+    runs = _write_runs(tmp_path, {"baseline": synth(sec_per_sample=0.01),
+                                  "preln": synth(sec_per_sample=0.008, rate=1.1),
+                                  "pld": synth(sec_per_sample=0.006, rate=1.1, blocks=3, theta=0.5)})
+    settings = {a: f"settings of {a}" for a in runs}
+    res = write_compare_report(tmp_path, runs, settings, 4, {"loss": 9.8, "accuracy": 0.06}, META)
+    for f in ("results.json", "report.md", "val_loss.png", "speedup.png", "theta_blocks.png"):
+        assert (tmp_path / f).stat().st_size > 0, f
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["plots"] == ["val_loss.png", "speedup.png", "theta_blocks.png"]
+    md = (tmp_path / "report.md").read_text()
+    assert render_compare(saved) == md  # report.md is a function of results.json
+    again = json.loads(json.dumps(compare_arms({a: read_metrics(tmp_path / a / "metrics.jsonl") for a in runs}, 4,
+                                               unigram={"loss": 9.8, "accuracy": 0.06})))
+    assert again["curves"] == saved["analysis"]["curves"]
+    sp = 1.1 / 0.6  # PLD: 1.1x the learning per sample at 0.6x the time per sample
+    assert all(r["speedup"]["wall"]["mean"] == pytest.approx(sp) for r in saved["analysis"]["curves"]["pld"])
+    assert "left the unigram plateau" in md and "did not leave" not in md
+    assert f"is {sp:.2f}× faster than Post-LN BERT in training time" in md
+    assert "this is smaller than the paper's figure" in md
+    assert "1.38× × 1.33× = 1.83×" in md  # architecture x dropping = total, in time
+    assert "lockstep: one optimizer step at a time" in md and "1.00 / 0.80 / 0.50 at the end" in md
+    assert "pldrop compare --out x" in md
+    assert all(f"settings of {a}" in md for a in runs)
+
+
+def test_report_says_when_pld_does_not_help(tmp_path):
+    runs = _write_runs(tmp_path, {"baseline": synth(sec_per_sample=0.01),
+                                  "preln": synth(sec_per_sample=0.009, rate=1.1),
+                                  "pld": synth(sec_per_sample=0.012, blocks=3)})  # slower per sample, learns less
+    res = write_compare_report(tmp_path, runs, {}, 4, {"loss": 9.8, "accuracy": 0.06}, META)
+    md = (tmp_path / "report.md").read_text()
+    assert res["analysis"]["verdict"]["helps"] is False
+    assert "**Pre-LN + PLD does not help here**" in md
+    assert "**Dropping does not help here**" in md
+    h = res["analysis"]["headline"]["pld"]["speedup"]["wall"]["mean"]
+    assert h == pytest.approx(1 / 1.2)
+    assert statistics.fmean([1.0]) == 1.0
