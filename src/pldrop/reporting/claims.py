@@ -98,6 +98,8 @@ def time_per_sample_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
 
 def speedup_rows(conv: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
+    comp = conv.get("comparison")
+    on_plateau = bool(comp) and not comp["plateau"]["left"]
     for target, tf in conv["targets"].items():
         pld, preln = tf["arms"]["pld"], tf["arms"].get("preln")
         # PLD's own share: Pre-LN's time to the target over PLD's, paired by seed
@@ -117,6 +119,9 @@ def speedup_rows(conv: dict[str, Any]) -> list[dict[str, Any]]:
             "verdict": verdict(pld["speedup_time_agg"]["mean"], pld["speedup_time_agg"]["std"], PAPER["speedup"])
             if pld["reached"] else "not reached",
         })
+        if on_plateau:  # a speed-up before the baseline learned more than token frequencies says nothing
+            rows[-1]["verdict"] = "no claim"
+        rows[-1]["on_plateau"] = on_plateau
     return rows
 
 

@@ -127,17 +127,17 @@ def render_curves(an: dict[str, Any], labels: dict[str, str], arms: list[str] | 
     """Per arm: time, FLOPs and samples to each target loss along the baseline's curve, and the speed-ups."""
     base = labels[an["baseline"]]
     if not an["targets"]:
-        return [f"No speed-up curve: {base}'s validation loss never fell clearly (0.05) below its first value "
-                "(or below the unigram loss) and then by a whole 0.1 level.", ""]
+        return [f"No speed-up curve: {base}'s validation loss never reached a multiple of {num(an['target_step'], 1)} "
+                "clearly below its first value (or below the unigram loss).", ""]
     seeds = an["seeds"]
     ival = (f"; mean over {seeds} seeds, [95 % t-interval]" if seeds > 1 else "")
-    lines = [f"**Speed-up along {base}'s validation curve**: for target losses every 0.1 from just below where it "
+    lines = [f"**Speed-up along {base}'s validation curve**: for target losses every {num(an['target_step'], 1)} from just below where it "
              f"started{' (or the unigram loss)' if an['plateau']['unigram_loss'] is not None else ''} down to its best, "
              f"the training time, counted FLOPs and samples each arm needs to reach the target (linear between "
-             f"evaluations), and {base}'s over the arm's{ival}. Lower targets come later in training. "
-             + (f"{MAX_ROWS} of the {len(an['targets'])} targets are shown; all are in the JSON." if
-                len(an["targets"]) > MAX_ROWS else ""), ""]
-    for arm in arms or list(an["curves"]):
+             f"evaluations), and {base}'s over the arm's{ival}. Lower targets come later in training."
+             + (" A selection of the targets is shown; all are in the JSON." if len(an["targets"]) > MAX_ROWS
+                else ""), ""]
+    for arm in list(an["curves"]) if arms is None else [a for a in arms if a in an["curves"]]:
         curve = an["curves"][arm]
         rows = [[num(r["target"], 1), num(r["baseline"]["wall"]["mean"], 1), num(r["arm"]["wall"]["mean"], 1),
                  ci(r["speedup"]["wall"]), ci(r["speedup"]["flops"]), ci(r["speedup"]["samples"]),
@@ -168,7 +168,7 @@ def render_headlines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
 def _trend_cell(tr: dict[str, Any]) -> str:
     if tr["per_0.1"] is None:
         return tr["direction"]
-    return f"{tr['direction']} ({tr['per_0.1']:+.2f}× per 0.1 of loss, ± {num(tr['stderr_per_0.1'], 2)})"
+    return f"{tr['direction']} ({tr['per_0.1']:+.2f}× per 0.1 lower loss, ± {num(tr['stderr_per_0.1'], 2)})"
 
 
 def render_decomposition(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
@@ -220,7 +220,7 @@ def verdict_lines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     if tr["per_0.1"] is not None:
         lines.append(f"As training goes on the speed-up {tr['direction'] if tr['direction'] != 'no clear trend' else 'shows no clear trend'}: "
                      f"{times(tr['first'])} at loss {num(tr['first_target'], 1)}, {times(tr['last'])} at "
-                     f"{num(tr['last_target'], 1)} ({tr['per_0.1']:+.2f}× per 0.1 of loss, standard error "
+                     f"{num(tr['last_target'], 1)} ({tr['per_0.1']:+.2f}× per 0.1 lower loss, standard error "
                      f"{num(tr['stderr_per_0.1'], 2)}).")
     if v["lowest_target"] is not None and (v["lowest_reached"] is None or v["lowest_reached"] > v["lowest_target"]):
         lines.append(f"{arm} did not reach {base}'s best loss ({num(v['lowest_target'], 1)}) within the budget "
@@ -230,15 +230,30 @@ def verdict_lines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     return lines
 
 
-def comparison_sections(an: dict[str, Any], labels: dict[str, str] | None = None, curves: bool = True) -> list[str]:
-    """Every section of a comparison (what `pldrop compare` prints, and `pldrop report` embeds)."""
+def comparison_sections(an: dict[str, Any], labels: dict[str, str] | None = None, arms_table: bool = True,
+                        curve_arms: list[str] | None = None, verdict: bool = True) -> list[str]:
+    """Every section of a comparison: what `pldrop compare` prints, and what `pldrop report` and
+    `pldrop bench converge` embed (without the arms table, which they have in their own form).
+
+    Args:
+        an: :func:`pldrop.train.analysis.compare_arms`' output.
+        labels: display names of the arms.
+        arms_table: include the table of arms.
+        curve_arms: arms whose speed-up curve is tabulated (default: all).
+        verdict: include the sentences on the paper's 2.5x.
+    """
     labels = labels or labels_for(an["arms"])
-    lines = render_plateau(an, labels) + render_arms(an, labels) + render_time_per_sample(an, labels)
-    lines += render_headlines(an, labels)
-    if curves:
-        lines += render_curves(an, labels)
-    lines += render_decomposition(an, labels)
-    return lines + [f"- {x}" for x in verdict_lines(an, labels)] + [""]
+    lines = render_plateau(an, labels) + (render_arms(an, labels) if arms_table else [])
+    lines += render_time_per_sample(an, labels)
+    if an["targets"]:
+        lines += render_headlines(an, labels)
+    if curve_arms is None or curve_arms or not an["targets"]:
+        lines += render_curves(an, labels, curve_arms)
+    if an["targets"]:
+        lines += render_decomposition(an, labels)
+    if verdict:
+        lines += [f"- {x}" for x in verdict_lines(an, labels)] + [""]
+    return lines
 
 
 # --- pldrop compare's report ----------------------------------------------------------------
@@ -250,7 +265,7 @@ def render_machine(meta: dict[str, Any]) -> list[str]:
     if meta.get("command"):
         lines += ["Command:", "", "```", meta["command"], "```", ""]
     if m:
-        lines.append("Machine: " + ", ".join(f"{k} {v}" for k, v in m.items()) + ".")
+        lines.append("Machine: " + ", ".join(f"{k} {v}" for k, v in m.items() if v not in (None, "")) + ".")
     ls, le = meta.get("load_start"), meta.get("load_end")
     if ls or le:
         fmt = lambda x: " / ".join(num(v, 2) for v in x) if x else "–"  # noqa: E731
@@ -294,7 +309,9 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                    f"{num(s['mean_blocks_run'], 2)} / {an['num_layers']} blocks")
     if not p["left"]:
         out.append("the baseline did not leave the unigram plateau: no speed-up claim")
-    for arm, h in an["headline"].items():
+    if not an["targets"]:
+        out.append(f"no speed-up curve: {labels[an['baseline']]}'s validation loss never fell clearly below its start")
+    for arm, h in (an["headline"].items() if an["targets"] else ()):
         out.append(f"{labels[arm]} vs {labels[an['baseline']]}: " + (
             f"{ci(h['speedup']['wall'])} faster in time, {ci(h['speedup']['flops'])} in FLOPs to loss "
             f"{num(h['target'], 1)}" if h else "reached no target of the baseline"))

@@ -163,3 +163,13 @@ def plot_theta_blocks(runs: dict[str, list[dict[str, Any]]], path: Path, num_lay
         a.grid(alpha=0.3)
         a.legend(fontsize=7)
     return _save(fig, plt, path)
+
+
+def plot_section_speedup(section: dict[str, Any], path: Path, title: str = "") -> list[str]:
+    """:func:`plot_speedup` of a benchmark section's comparison (``section["comparison"]``, labels from
+    ``section["arms"]``); ``[]`` when there is no curve to draw."""
+    an = section.get("comparison")
+    if not an or not an["targets"]:
+        return []
+    curves = {section["arms"][a]["label"]: c for a, c in an["curves"].items()}
+    return [plot_speedup(curves, path, title=title)]

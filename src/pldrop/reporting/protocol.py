@@ -109,7 +109,7 @@ def _num_layers(root: Path, path: str, default: int) -> int:
 
 
 def analyse(root: Path, arms: dict[str, Any], target_arms: list[str], saving_pairs: list[tuple[str, str]],
-            num_layers: int) -> dict[str, Any]:
+            num_layers: int, unigram: dict[str, float] | None = None) -> dict[str, Any]:
     """Figures of a group of arms from their runs' metrics.jsonl (the group's JSON, completed).
 
     Args:
@@ -119,6 +119,12 @@ def analyse(root: Path, arms: dict[str, Any], target_arms: list[str], saving_pai
         target_arms: arms whose final losses are the targets of :func:`stats.target_figures`.
         saving_pairs: ``(arm, against)`` pairs for time-per-sample and FLOPs-per-sample savings.
         num_layers: blocks per model when a run folder has no config.json (a diverged run).
+        unigram: the tokenizer's unigram loss and accuracy (``{"loss", "accuracy"}``) or None.
+
+    Returns:
+        ``{"targets", "savings", "comparison"}``: the comparison is
+        :func:`pldrop.train.analysis.compare_arms` against ``target_arms[0]`` over the seeds every
+        arm finished (speed-up curves, decomposition, plateau, verdict), or None.
     """
     from ..train.analysis import read_metrics
 
@@ -138,7 +144,32 @@ def analyse(root: Path, arms: dict[str, Any], target_arms: list[str], saving_pai
     targets = {t: stats.target_figures(records, t) for t in target_arms if t in records}
     sav = [stats.savings(figs, a, b) for a, b in saving_pairs] + \
           [stats.savings(figs, a, b, "flops_per_sample") for a, b in saving_pairs]
-    return {"targets": targets, "savings": sav}
+    return {"targets": targets, "savings": sav, "comparison": _comparison(records, target_arms[0], num_layers, unigram)}
+
+
+def _comparison(records: dict[str, dict[str, list]], baseline: str, num_layers: int,
+                unigram: dict[str, float] | None) -> dict[str, Any] | None:
+    """compare_arms over the seeds that every arm finished (seeds are paired)."""
+    from ..train.analysis import compare_arms
+
+    if baseline not in records:
+        return None
+    seeds = [s for s in records[baseline] if all(s in per_seed for per_seed in records.values())]
+    if not seeds:
+        return None
+    res = compare_arms({arm: [per_seed[s] for s in seeds] for arm, per_seed in records.items()}, num_layers,
+                       baseline=baseline, unigram=unigram)
+    res["seed_names"] = seeds
+    return res
+
+
+def unigram_of(runner: Runner) -> dict[str, float] | None:
+    """The unigram plateau of the runner's tokenizer and validation set (None where not computable)."""
+    try:
+        from ..data.unigram import unigram_for_data
+    except ImportError:  # not in this version
+        return None
+    return unigram_for_data(runner.data)
 
 
 def _group(runner: Runner, specs: dict[str, dict[int, RunSpec]], order: list[tuple[str, int]]) -> dict[str, Any]:
@@ -216,8 +247,10 @@ def run_converge(runner: Runner, scale: Scale, num_layers: int) -> dict[str, Any
     arms = _group(runner, specs, interleave(list(defs), seeds))
     section = {"scale": asdict(scale), "budget": b, "unit": scale.unit, "seeds": seeds, "sweep": sweep,
                "arms": arms, "num_layers": num_layers}
+    section["unigram"] = unigram_of(runner)
     section.update(analyse(runner.root.parent, arms, ["postln-tuned", "postln-paper"],
-                           [("pld", "postln-tuned"), ("pld", "preln"), ("preln", "postln-tuned")], num_layers))
+                           [("pld", "postln-tuned"), ("pld", "preln"), ("preln", "postln-tuned")], num_layers,
+                           section["unigram"]))
     return section
 
 
@@ -243,8 +276,9 @@ def run_ablations(runner: Runner, scale: Scale, best_lr: float, num_layers: int)
     arms["pld"]["label"] = f"PLD reference (θ̄={ref_tb:g}, linear, progressive)"
     section = {"budget": b, "unit": scale.unit, "seeds": seeds, "reference": "pld", "arms": arms,
                "num_layers": num_layers}
+    section["unigram"] = unigram_of(runner)
     section.update(analyse(runner.root.parent, arms, ["postln-tuned"],
-                           [(n, "postln-tuned") for n in defs if n != "postln-tuned"], num_layers))
+                           [(n, "postln-tuned") for n in defs if n != "postln-tuned"], num_layers, section["unigram"]))
     ref = arms["pld"]["aggregate"]["final_val_loss"]["mean"]
     for arm in arms.values():  # final loss against the reference's (means over seeds)
         mine = arm["aggregate"]["final_val_loss"]["mean"]

@@ -14,7 +14,7 @@ from .fmt import table as _table
 
 VERDICT = {"agrees": "Agrees", "smaller": "Smaller than the paper", "larger": "Larger than the paper",
            "not measured": "Not measured", "not reached": "Not reached", "parity": "Parity",
-           "PLD better": "PLD better", "PLD worse": "PLD worse"}
+           "PLD better": "PLD better", "PLD worse": "PLD worse", "no claim": "No claim"}
 
 
 # --- bench step -----------------------------------------------------------------------------
@@ -101,8 +101,20 @@ def render_converge(sec: dict[str, Any], plots: list[str]) -> list[str]:
              "time" if s["key"] == "time_per_sample_s" else "FLOPs", pm(s, 1, 100) + " %" if s["mean"] is not None
              else "–"] for s in sec["savings"]]
     lines += _table(["arm", "against", "per sample", "saving (%)"], rows)
+    lines += [""] + _comparison(sec, curve_arms=["pld", "preln"])
     lines += [""] + [f"![{p}]({p})" for p in plots] + [""]
     return lines
+
+
+def _comparison(sec: dict[str, Any], curve_arms: list[str], verdict: bool = True) -> list[str]:
+    """The speed-up curves, decomposition and plateau check of a group (the renderer `pldrop compare` uses)."""
+    from .compare_report import comparison_sections
+
+    an = sec.get("comparison")
+    if not an:
+        return []
+    labels = {name: arm["label"] for name, arm in sec["arms"].items()}
+    return comparison_sections(an, labels, arms_table=False, curve_arms=curve_arms, verdict=verdict)
 
 
 def render_ablations(sec: dict[str, Any], plots: list[str]) -> list[str]:
@@ -116,6 +128,7 @@ def render_ablations(sec: dict[str, Any], plots: list[str]) -> list[str]:
         lines += ["", f"**To the final loss of {sec['arms'][target]['label']} at this budget** "
                       f"(target {pm(tf['target'], 4)}):", ""]
         lines += _table(TARGET_HEADER, _target_rows(tf, sec["arms"]))
+    lines += [""] + _comparison(sec, curve_arms=[], verdict=False)
     lines += [""] + [f"![{p}]({p})" for p in plots] + [""]
     return lines
 
@@ -192,6 +205,9 @@ def _claim_speedup(row: dict[str, Any], paper: dict[str, Any], arms: dict[str, A
     label = arms[row["target"]]["label"]
     text = (f"**{VERDICT[row['verdict']]}** — to the final validation loss of {label} (lr {row['target_lr']:g}; "
             f"{num(row['target_loss'], 4)}, mean over seeds): ")
+    if row.get("on_plateau"):
+        text += ("the Post-LN baseline did not leave the unigram plateau (section 2), so the figures below say "
+                 "nothing about PLD. ")
     if not row["reached"]:
         text += (f"PLD did not reach it in any of {row['seeds']} seeds within the same budget (its final loss: "
                  f"{num(row['pld_final_loss'], 4)}; paper: {row_paper(paper)}).")
@@ -256,6 +272,12 @@ def render_claims(report: dict[str, Any]) -> list[str]:
         lines += ["", f"**2. {times(paper['speedup'])} faster than the Post-LN baseline to the same accuracy** "
                       "(here: the same validation MLM loss).", ""]
         lines += [f"- {_claim_speedup(r, paper, report['converge']['arms'])}" for r in c["speedup"]]
+        comp = report["converge"].get("comparison")
+        if comp:
+            from .compare_report import verdict_lines
+
+            labels = {name: arm["label"] for name, arm in report["converge"]["arms"].items()}
+            lines += ["- From the speed-up curve (section 2): " + " ".join(verdict_lines(comp, labels))]
     if "downstream" in c:
         lines += ["", "**3. GLUE parity at equal samples** (here: the offline tasks below stand in for GLUE).", ""]
         lines += [f"- {_claim_downstream(r, report['downstream'])}" for r in c["downstream"]]

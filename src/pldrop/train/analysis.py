@@ -246,7 +246,8 @@ def trend(curve: Sequence[dict[str, Any]], key: str = "wall") -> dict[str, Any]:
     (``per_0.1 = -0.1 · slope``: positive means the speed-up grows), with its standard error.
 
     ``direction`` is ``grows`` / ``shrinks`` when the change is more than twice its standard
-    error, else ``no clear trend`` (also with fewer than 3 reached targets: ``too few points``).
+    error and moves the speed-up by ≥ 2 % of its mean over the targets' range, else ``no clear
+    trend`` (with fewer than 3 reached targets: ``too few points``).
 
     >>> rows = [{"target": t, "speedup": {"wall": {"mean": s}}} for t, s in [(7.0, 1.0), (6.9, 1.2), (6.8, 1.4)]]
     >>> r = trend(rows)
@@ -270,7 +271,11 @@ def trend(curve: Sequence[dict[str, Any]], key: str = "wall") -> dict[str, Any]:
     fit = linregress(xs, ys)
     per, se = -0.1 * float(fit.slope), 0.1 * float(fit.stderr)
     res.update(slope=float(fit.slope), **{"per_0.1": per, "stderr_per_0.1": se})
-    res["direction"] = ("grows" if per > 2 * se else "shrinks" if per < -2 * se else "no clear trend")
+    # a trend must stand out of the fit's noise (2 standard errors) and change the speed-up visibly
+    # (by 2 % of its mean over the range of targets), not by rounding error
+    visible = abs(per) * (max(xs) - min(xs)) / 0.1 >= 0.02 * abs(statistics.fmean(ys))
+    res["direction"] = ("no clear trend" if not visible else "grows" if per > 2 * se
+                        else "shrinks" if per < -2 * se else "no clear trend")
     return res
 
 
@@ -410,7 +415,7 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
         full = [r for r in rows if r["seeds"]["wall"] == seeds]
         decomp = {"rows": rows, "headline": full[-1] if full else None, "seeds": seeds}
     return {"baseline": baseline, "num_layers": num_layers, "seeds": seeds, "keys": list(keys), "arms": arms,
-            "targets": targets, "curves": curves, "headline": headline, "plateau": pl, "unigram": unigram,
+            "target_step": TARGET_STEP, "targets": targets, "curves": curves, "headline": headline, "plateau": pl, "unigram": unigram,
             "decomposition": decomp, "verdict": verdict(curves, pl, pld, base_final)}
 
 
@@ -434,11 +439,11 @@ def verdict(curves: Mapping[str, list[dict[str, Any]]], plateau_: dict[str, Any]
     out["at"] = head
     out["lowest_reached"] = reached_any[-1]["target"] if reached_any else None
     out["lowest_target"] = curve[-1]["target"] if curve else None
-    if not curve:
+    if not plateau_["left"]:
+        out.update(claim="no claim", why="the baseline did not leave the unigram plateau", helps=None)
+    elif not curve:
         out.update(claim="no claim", why="the baseline's validation loss never fell clearly below where it started",
                    helps=None)
-    elif not plateau_["left"]:
-        out.update(claim="no claim", why="the baseline did not leave the unigram plateau", helps=None)
     elif head is None:
         out.update(claim="not reached", why="PLD did not reach any target in every seed", helps=False)
     else:
