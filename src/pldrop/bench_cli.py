@@ -316,7 +316,7 @@ def run_step(args) -> int:
 def execute_converge(out: Path, cfg, scale, ablations: bool, progress: bool | None, log=print) -> tuple:
     """Run the convergence protocol (and the ablations) into ``out/runs``; returns
     ``(runner, converge_section, ablations_section or None, plots)``."""
-    from .reporting.plots import plot_loss_curves
+    from .reporting.plots import plot_loss_curves, plot_section_speedup
     from .reporting.protocol import run_ablations, run_converge
     from .reporting.runs import Runner
     scale.eval_every = cfg.eval_every
@@ -326,11 +326,13 @@ def execute_converge(out: Path, cfg, scale, ablations: bool, progress: bool | No
     abl = run_ablations(runner, scale, conv["sweep"]["best_lr"], L) if ablations and scale.ablation_seeds else None
     target = conv["targets"]["postln-tuned"]["target"]["mean"] if "postln-tuned" in conv["targets"] else None
     plots = {"converge": [plot_loss_curves(out, conv["arms"], out / "converge_loss.png", target,
-                                           "Convergence: validation loss against training time and FLOPs")]}
+                                           "Convergence: validation loss against training time, samples and FLOPs")]
+                        + plot_section_speedup(conv, out / "converge_speedup.png", "Speed-up over Post-LN @ tuned lr")}
     if abl:
         t = abl["targets"].get("postln-tuned")
         plots["ablations"] = [plot_loss_curves(out, abl["arms"], out / "ablations_loss.png",
                                                t["target"]["mean"] if t else None, "Ablations")]
+        plots["ablations"] += plot_section_speedup(abl, out / "ablations_speedup.png", "Ablations: speed-up over Post-LN")
     return runner, conv, abl, plots
 
 
