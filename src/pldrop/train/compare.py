@@ -285,14 +285,8 @@ def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigr
                  meta: dict) -> dict[str, Any]:
     """The comparison from the runs' metrics.jsonl: results.json, plots and report.md (one renderer,
     shared with `pldrop report`). With several seeds each arm maps to its list of runs."""
+    from ..reporting.compare_report import write_compare_report
     from .analysis import read_metrics
-
-    try:
-        from ..reporting.compare_report import write_compare_report
-    except ImportError:  # TEMPORARY until reporting/compare_report.py lands
-        def write_compare_report(out, recs, settings, num_layers, unigram, meta):
-            (out / "report.md").write_text("(report renderer missing)\n")
-            return {}
 
     def recs(arm):
         per_seed = [read_metrics(out / run_name(arm, s, len(seeds)) / "metrics.jsonl") for s in seeds]
