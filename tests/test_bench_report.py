@@ -191,6 +191,40 @@ def test_bench_converge_quick_and_resume(tmp_path, capsys):
     assert again["targets"] == conv["targets"] and again["arms"] == conv["arms"]
 
 
+def test_converge_speedup_curve_recomputes(tmp_path):
+    """The speed-up curve along Post-LN's validation curve, recomputed target by target, seed by seed."""
+    out = tmp_path / "conv"
+    assert main(["bench", "converge", "--out", str(out), *TINY, "--seeds", "2", "--max-steps", "24",
+                 "--sweep-lrs", "1e-3"]) == 0
+    conv = json.loads((out / "converge.json").read_text())["converge"]
+    md = (out / "converge.md").read_text()
+    comp = conv["comparison"]
+    base = {s: records(out, r["path"]) for s, r in conv["arms"]["postln-tuned"]["runs"].items()}
+    targets = comp["targets"]
+    assert targets, "24 steps at lr 1e-3 take the tiny model's loss down by more than 0.1"
+    assert all(round(t * 10) == pytest.approx(t * 10) for t in targets)  # every 0.1
+    assert max(targets) < min(evals(b)[0]["val_loss"] for b in base.values())
+    assert min(targets) >= max(min(r["val_loss"] for r in evals(b)) for b in base.values()) - 1e-9
+    checked = 0
+    for name in ("pld", "preln"):
+        for row in comp["curves"][name]:
+            sp = []
+            for s in comp["seed_names"]:
+                ref = first_reach(base[s], row["target"], "wall")
+                mine = first_reach(records(out, conv["arms"][name]["runs"][s]["path"]), row["target"], "wall")
+                sp.append(ref / mine if ref is not None and mine else None)
+            m, sd = mean_std(sp)
+            got = row["speedup"]["wall"]
+            assert got["mean"] == (pytest.approx(m) if m is not None else None)
+            assert row["reached"]["wall"] == sum(x is not None for x in sp)
+            if got["n"] == 2:  # t-interval with 1 degree of freedom: t = 12.706
+                assert got["hi"] - got["mean"] == pytest.approx(12.7062047 * sd / math.sqrt(2))
+                checked += 1
+    assert checked
+    assert (out / "converge_speedup.png").is_file() and "converge_speedup.png" in md
+    assert "**Speed-up along Post-LN @ tuned lr's validation curve**" in md
+
+
 def test_bad_inputs_fail_before_training(tmp_path, capsys):
     out = tmp_path / "x"
     rc = main(["bench", "converge", "--out", str(out), *TINY, "optim.lr=1e-3"])
@@ -264,6 +298,12 @@ def test_report_quick_numbers_recompute(tmp_path, task_dir, capsys):
     assert claim["measured"] == pytest.approx(m) if m is not None else claim["measured"] is None
     if m is not None:
         assert f"PLD is {m:.2f}× faster" in md
+
+    # the comparison section (speed-up curves; recomputed in test_converge_speedup_curve_recomputes)
+    comp = conv["comparison"]
+    assert comp["baseline"] == "postln-tuned" and comp["seed_names"] == ["0", "1"]
+    assert ("did not leave the unigram plateau" in md) == (not comp["plateau"]["left"])
+    assert (out / "converge_speedup.png").is_file() == bool(comp["targets"])
 
     # ablations: the fixed-rate run holds θ at θ̄ from the first step; θ̄ 0.9 runs more blocks than 0.5
     abl = rep["ablations"]

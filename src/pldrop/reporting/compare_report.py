@@ -227,6 +227,8 @@ def verdict_lines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
                      f"(lowest target reached: {num(v['lowest_reached'], 1)}).")
     if v["helps"] is False:
         lines.append(f"**{arm} does not help here**: it is not faster than {base} to the same loss.")
+    elif v["helps"] is None:
+        lines.append(f"{arm} is not clearly faster than {base}: the interval over seeds includes 1×.")
     return lines
 
 

@@ -427,7 +427,8 @@ def verdict(curves: Mapping[str, list[dict[str, Any]]], plateau_: dict[str, Any]
     says nothing about PLD) or there is no PLD arm; ``not reached`` when PLD reached none of the
     targets; else ``agrees`` / ``smaller`` / ``larger`` for the speed-up at the lowest target every
     seed reached (its interval and ±20 % of 2.5 overlap, or not). ``trend`` says whether the
-    speed-up grows or shrinks as training goes on; ``helps``: whether PLD is faster at all.
+    speed-up grows or shrinks as training goes on; ``helps``: whether PLD is faster at all (True:
+    the interval is above 1x; False: the mean is not; None: the interval straddles 1x).
     """
     out: dict[str, Any] = {"paper": PAPER_SPEEDUP, "rel_tol": REL_TOL, "arm": pld}
     curve = curves.get(pld)
@@ -451,5 +452,6 @@ def verdict(curves: Mapping[str, list[dict[str, Any]]], plateau_: dict[str, Any]
         lo, hi = PAPER_SPEEDUP * (1 - REL_TOL), PAPER_SPEEDUP * (1 + REL_TOL)
         out["claim"] = ("agrees" if sp["hi"] >= lo and sp["lo"] <= hi else "smaller" if sp["mean"] < lo else "larger")
         out["why"] = None
-        out["helps"] = sp["lo"] > 1 if sp["n"] > 1 else sp["mean"] > 1
+        # faster (the whole interval above 1x), not faster (mean at or below 1x), or not clear (None)
+        out["helps"] = True if sp["lo"] > 1 else False if sp["mean"] <= 1 else None
     return out
