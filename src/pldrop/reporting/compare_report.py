@@ -131,7 +131,8 @@ def render_curves(an: dict[str, Any], labels: dict[str, str], arms: list[str] | 
                 "clearly below its first value (or below the unigram loss).", ""]
     seeds = an["seeds"]
     ival = (f"; mean over {seeds} seeds, [95 % t-interval]" if seeds > 1 else "")
-    lines = [f"**Speed-up along {base}'s validation curve**: for target losses every {num(an['target_step'], 1)} from just below where it "
+    lines = [f"**Speed-up along {base}'s validation curve**: for target losses every {num(an['target_step'], 1)} "
+             f"from just below where it "
              f"started{' (or the unigram loss)' if an['plateau']['unigram_loss'] is not None else ''} down to its best, "
              f"the training time, counted FLOPs and samples each arm needs to reach the target (linear between "
              f"evaluations), and {base}'s over the arm's{ival}. Lower targets come later in training."
@@ -218,7 +219,8 @@ def verdict_lines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
              f"FLOPs, {ci(sp['samples'])} in samples; this {CLAIM[v['claim']]} the paper's figure (agreement: within "
              f"±{pct(v['rel_tol'], 0)}, interval included)."]
     if tr["per_0.1"] is not None:
-        lines.append(f"As training goes on the speed-up {tr['direction'] if tr['direction'] != 'no clear trend' else 'shows no clear trend'}: "
+        moves = tr["direction"] if tr["direction"] != "no clear trend" else "shows no clear trend"
+        lines.append(f"As training goes on the speed-up {moves}: "
                      f"{times(tr['first'])} at loss {num(tr['first_target'], 1)}, {times(tr['last'])} at "
                      f"{num(tr['last_target'], 1)} ({tr['per_0.1']:+.2f}× per 0.1 lower loss, standard error "
                      f"{num(tr['stderr_per_0.1'], 2)}).")

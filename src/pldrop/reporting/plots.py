@@ -56,8 +56,9 @@ def plot_step(section: dict[str, Any], path: Path) -> str:
     return path.name
 
 
-def plot_val_loss(runs: dict[str, list[list[dict[str, Any]]]], path: Path, keys: tuple[str, ...] = ("wall", "samples", "flops"),
-                  hlines: dict[str, float] | None = None, title: str = "") -> str:
+def plot_val_loss(runs: dict[str, list[list[dict[str, Any]]]], path: Path,
+                  keys: tuple[str, ...] = ("wall", "samples", "flops"), hlines: dict[str, float] | None = None,
+                  title: str = "") -> str:
     """Validation MLM loss against training time, samples and counted FLOPs; one colour per arm,
     one line per seed.
 

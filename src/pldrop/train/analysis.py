@@ -415,7 +415,8 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
         full = [r for r in rows if r["seeds"]["wall"] == seeds]
         decomp = {"rows": rows, "headline": full[-1] if full else None, "seeds": seeds}
     return {"baseline": baseline, "num_layers": num_layers, "seeds": seeds, "keys": list(keys), "arms": arms,
-            "target_step": TARGET_STEP, "targets": targets, "curves": curves, "headline": headline, "plateau": pl, "unigram": unigram,
+            "target_step": TARGET_STEP, "targets": targets, "curves": curves, "headline": headline, "plateau": pl,
+            "unigram": unigram,
             "decomposition": decomp, "verdict": verdict(curves, pl, pld, base_final)}
 
 
