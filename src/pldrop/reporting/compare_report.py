@@ -309,7 +309,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     for arm, a in an["arms"].items():
         s = a["summary"]
         out.append(f"{labels[arm]:<14} final val loss {num(s['final_val_loss'], 4)}, accuracy "
-                   f"{num(s['final_val_accuracy'])}, {num(s['time_per_sample_s'], 2, 1e3)} ms per sample, "
+                   f"{num(s['final_val_accuracy'])}, time per sample {num(s['time_per_sample_s'], 2, 1e3)} ms, "
                    f"{num(s['mean_blocks_run'], 2)} / {an['num_layers']} blocks")
     if not p["left"]:
         out.append("the baseline did not leave the unigram plateau: no speed-up claim")

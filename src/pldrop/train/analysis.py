@@ -378,6 +378,7 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
     """
     runs = {arm: _per_seed(r) for arm, r in records_by_arm.items()}
     runs = {arm: [r for r in rs if r] for arm, rs in runs.items()}
+    runs = {arm: rs for arm, rs in runs.items() if rs}  # an arm with no records (diverged at once) is left out
     if baseline not in runs:
         raise ValueError(f"baseline arm {baseline!r} is not among {list(runs)}")
     base = runs[baseline]
