@@ -6,6 +6,9 @@
     downstream.py equal-samples and equal-wall-clock checkpoints through `pldrop evaluate`
     stats.py      figures across seeds, from metrics.jsonl alone (pure functions)
     claims.py     the paper's claims against the measured figures: values and verdicts
-    plots.py      PNG figures from the same inputs as the tables
-    render.py     Markdown as a pure function of the JSON
+    compare_report.py  the comparison of arms (speed-up curves, decomposition, unigram plateau,
+                  verdict): `pldrop compare`'s whole report, and sections of the two below
+    plots.py      PNG figures from the same inputs as the tables (the one plotting module)
+    render.py     Markdown of `pldrop report` / `pldrop bench` as a pure function of the JSON
+    fmt.py        number formats
 """

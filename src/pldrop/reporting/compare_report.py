@@ -365,7 +365,7 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
     if an["targets"] and an["curves"]:
         plots.append(plot_speedup({labels[a]: c for a, c in an["curves"].items()}, out / "speedup.png",
                                   title=f"Speed-up over {labels[baseline]} at each target loss"))
-    pld = {labels[a]: _per_seed(r)[0] for a, r in records_by_arm.items() if an["arms"][a]["blocks_bound"] > 1e-9}
+    pld = {labels[a]: _per_seed(records_by_arm[a])[0] for a, fig in an["arms"].items() if fig["blocks_bound"] > 1e-9}
     if pld:
         plots.append(plot_theta_blocks(pld, out / "theta_blocks.png", num_layers))
     results = _finite({"arms": arms, "baseline": baseline, "settings": settings_by_arm, "meta": meta,
