@@ -60,6 +60,7 @@ def test_speedup_curve_none_where_the_arm_never_reaches():
     arm = synth(rate=2.0, floor=7.0)  # twice the learning per sample, then stuck at 7.0
     curve = speedup_curve(base, arm)
     for r in curve:
+        assert r["lower_bound"] == (r["target"] >= 9.0) and not r["upper_bound"]
         if r["target"] > 9.0:  # passed before the arm's first evaluation (9.0): counted at that evaluation
             assert 1.0 < r["speedup"]["samples"] < 2.0
         elif r["target"] >= 7.0:
@@ -67,6 +68,17 @@ def test_speedup_curve_none_where_the_arm_never_reaches():
         else:
             assert r["speedup"] == {"wall": None, "flops": None, "samples": None}
             assert r["arm"]["wall"] is None and r["baseline"]["wall"] is not None
+
+
+def test_trend_leaves_out_speedups_that_are_only_bounds():
+    # 2x the learning per sample throughout; above 9.0 the arm was past the target at its first
+    # evaluation, so those speed-ups read low -- counted, they would fake a growing speed-up
+    curve = curve_over_seeds([speedup_curve(synth(), synth(rate=2.0))])
+    assert any(r["lower_bound"] for r in curve)
+    tr = trend(curve, "samples")
+    assert tr["direction"] == "no clear trend" and tr["first"] == pytest.approx(2.0)
+    kept = [dict(r, lower_bound=False) for r in curve]
+    assert trend(kept, "samples")["direction"] == "grows"
 
 
 def test_t_interval_over_three_seeds_by_hand():

@@ -137,16 +137,32 @@ def render_curves(an: dict[str, Any], labels: dict[str, str], arms: list[str] | 
              f"the training time, counted FLOPs and samples each arm needs to reach the target (linear between "
              f"evaluations), and {base}'s over the arm's{ival}. Lower targets come later in training."
              + (" A selection of the targets is shown; all are in the JSON." if len(an["targets"]) > MAX_ROWS
-                else ""), ""]
+                else "")
+             + (" ≥: the arm was already past the target at its first evaluation, so it got there sooner than "
+                "that evaluation and the speed-up is at least the one shown; such points are left out of the trend."
+                if any(r.get("lower_bound") for c in an["curves"].values() for r in c) else ""), ""]
     for arm in list(an["curves"]) if arms is None else [a for a in arms if a in an["curves"]]:
         curve = an["curves"][arm]
         rows = [[num(r["target"], 1), num(r["baseline"]["wall"]["mean"], 1), num(r["arm"]["wall"]["mean"], 1),
-                 ci(r["speedup"]["wall"]), ci(r["speedup"]["flops"]), ci(r["speedup"]["samples"]),
+                 sp_cell(r, "wall"), sp_cell(r, "flops"), sp_cell(r, "samples"),
                  f"{r['reached']['wall']} / {r['seeds']}"] for r in _thin(curve)]
         lines += [f"{labels[arm]} against {base}:", ""]
         lines += table(["target loss", f"{base}: time (s)", f"{labels[arm]}: time (s)", "speed-up (time)",
                         "speed-up (FLOPs)", "speed-up (samples)", "seeds reaching it"], rows) + [""]
     return lines
+
+
+def sp_cell(row: dict[str, Any], key: str) -> str:
+    """A speed-up of a curve row with its interval; ``≥`` when it is only a lower bound (the arm was
+    past the target at its first evaluation), ``≤`` when only an upper bound.
+
+    >>> sp_cell({"speedup": {"wall": {"mean": 2.0, "lo": 2.0, "hi": 2.0, "n": 1}}, "lower_bound": True}, "wall")
+    '≥ 2.00×'
+    """
+    s = ci(row["speedup"][key])
+    if s == "–":
+        return s
+    return ("≥ " if row.get("lower_bound") else "≤ " if row.get("upper_bound") else "") + s
 
 
 def render_headlines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
@@ -157,8 +173,8 @@ def render_headlines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     for arm, curve in an["curves"].items():
         h = an["headline"][arm]
         tr = trend(curve)
-        rows.append([labels[arm], num(h["target"], 1) if h else "none", ci(h["speedup"]["wall"]) if h else "–",
-                     ci(h["speedup"]["flops"]) if h else "–", ci(h["speedup"]["samples"]) if h else "–",
+        rows.append([labels[arm], num(h["target"], 1) if h else "none", sp_cell(h, "wall") if h else "–",
+                     sp_cell(h, "flops") if h else "–", sp_cell(h, "samples") if h else "–",
                      _trend_cell(tr)])
     head = ["arm", "lowest target reached (all seeds)", "speed-up (time)", "speed-up (FLOPs)", "speed-up (samples)",
             "as training goes on (time)"]
@@ -215,8 +231,8 @@ def verdict_lines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     h, tr = v["at"], v["trend"]
     sp = h["speedup"]
     lines = [f"**The paper's {times(v['paper'])}**: at loss {num(h['target'], 1)}, the lowest target every seed "
-             f"reached, {arm} is {ci(sp['wall'])} faster than {base} in training time, {ci(sp['flops'])} in counted "
-             f"FLOPs, {ci(sp['samples'])} in samples; this {CLAIM[v['claim']]} the paper's figure (agreement: within "
+             f"reached, {arm} is {sp_cell(h, 'wall')} faster than {base} in training time, {sp_cell(h, 'flops')} in "
+             f"counted FLOPs, {sp_cell(h, 'samples')} in samples; this {CLAIM[v['claim']]} the paper's figure (agreement: within "
              f"±{pct(v['rel_tol'], 0)}, interval included)."]
     if tr["per_0.1"] is not None:
         moves = tr["direction"] if tr["direction"] != "no clear trend" else "shows no clear trend"

@@ -189,8 +189,11 @@ def speedup_curve(baseline_records: Records, arm_records: Records, targets: Sequ
         keys: what time is counted in (record keys).
 
     Returns:
-        ``[{"target", "baseline": {key: x}, "arm": {key: x}, "speedup": {key: ratio}}, ...]``,
-        highest target (earliest in training) first.
+        ``[{"target", "baseline": {key: x}, "arm": {key: x}, "speedup": {key: ratio}, "lower_bound",
+        "upper_bound"}, ...]``, highest target (earliest in training) first. ``lower_bound``: the
+        arm was at or below the target at its first evaluation, so it got there earlier than that
+        evaluation and the speed-up is at least the one given (``upper_bound``: the same for the
+        baseline; never with the default targets).
 
     >>> base = [{"wall": 0, "samples": 0, "val_loss": 8.0}, {"wall": 10, "samples": 100, "val_loss": 6.0}]
     >>> arm = [{"wall": 0, "samples": 0, "val_loss": 8.0}, {"wall": 5, "samples": 100, "val_loss": 6.0}]
@@ -198,11 +201,16 @@ def speedup_curve(baseline_records: Records, arm_records: Records, targets: Sequ
     [(7.0, 2.0, 1.0), (5.5, None, None)]
     """
     targets = default_targets(baseline_records) if targets is None else list(targets)
+    first_b, first_a = (eval_points(r)[0]["val_loss"] if eval_points(r) else None
+                        for r in (baseline_records, arm_records))
     rows = []
     for t in targets:
         b = {k: time_to_loss(baseline_records, t, k) for k in keys}
         a = {k: time_to_loss(arm_records, t, k) for k in keys}
-        rows.append({"target": t, "baseline": b, "arm": a, "speedup": {k: _ratio(b[k], a[k]) for k in keys}})
+        rows.append({"target": t, "baseline": b, "arm": a, "speedup": {k: _ratio(b[k], a[k]) for k in keys},
+                     # a run already at the target at its first evaluation got there earlier than it says
+                     "lower_bound": first_a is not None and first_a <= t,
+                     "upper_bound": first_b is not None and first_b <= t})
     return rows
 
 
@@ -236,6 +244,8 @@ def curve_over_seeds(per_seed_curves: Sequence[Sequence[dict[str, Any]]], confid
             "speedup": {k: interval([r["speedup"][k] for r in rows], confidence) for k in keys},
             "arm": {k: interval([r["arm"][k] for r in rows], confidence) for k in keys},
             "baseline": {k: interval([r["baseline"][k] for r in rows], confidence) for k in keys},
+            "lower_bound": any(r.get("lower_bound") for r in rows),
+            "upper_bound": any(r.get("upper_bound") for r in rows),
         })
     return out
 
@@ -247,14 +257,17 @@ def trend(curve: Sequence[dict[str, Any]], key: str = "wall") -> dict[str, Any]:
 
     ``direction`` is ``grows`` / ``shrinks`` when the change is more than twice its standard
     error and moves the speed-up by ≥ 2 % of its mean over the targets' range, else ``no clear
-    trend`` (with fewer than 3 reached targets: ``too few points``).
+    trend`` (with fewer than 3 reached targets: ``too few points``). Speed-ups that are only
+    bounds (a run already past the target at its first evaluation) are left out: they would make
+    an early speed-up look smaller than it is.
 
     >>> rows = [{"target": t, "speedup": {"wall": {"mean": s}}} for t, s in [(7.0, 1.0), (6.9, 1.2), (6.8, 1.4)]]
     >>> r = trend(rows)
     >>> round(r["per_0.1"], 6), r["direction"], r["first"], r["last"]
     (0.2, 'grows', 1.0, 1.4)
     """
-    pts = [(r["target"], r["speedup"][key]["mean"]) for r in curve if r["speedup"][key]["mean"] is not None]
+    pts = [(r["target"], r["speedup"][key]["mean"]) for r in curve if r["speedup"][key]["mean"] is not None
+           and not r.get("lower_bound") and not r.get("upper_bound")]  # bounds would fake a trend
     res: dict[str, Any] = {"key": key, "points": len(pts), "first": pts[0][1] if pts else None,
                            "last": pts[-1][1] if pts else None,
                            "first_target": pts[0][0] if pts else None, "last_target": pts[-1][0] if pts else None,
