@@ -127,7 +127,10 @@ def test_compare_arms_ratios_bound_and_trend():
     pld = synth(sec_per_sample=0.006, blocks=3, theta=0.5)
     an = compare_arms({"baseline": base, "preln": preln, "pld": pld}, num_layers=4)
     assert an["arms"]["pld"]["time_per_sample_ratio"] == pytest.approx(0.6)
-    assert an["arms"]["pld"]["saving_vs_preln"] == pytest.approx(0.25)
+    assert an["arms"]["pld"]["saving_vs_same_blocks"] == pytest.approx(0.25)
+    assert an["arms"]["pld"]["same_blocks_as"] == "preln"
+    post = compare_arms({"baseline": base, "postln-pld": pld}, num_layers=4)["arms"]["postln-pld"]
+    assert post["same_blocks_as"] == "baseline" and post["saving_vs_same_blocks"] == pytest.approx(0.4)
     assert an["arms"]["pld"]["blocks_bound"] == pytest.approx(0.25)
     assert an["curves"]["pld"][0]["speedup"]["wall"]["mean"] == pytest.approx(1 / 0.6)
     assert an["verdict"]["trend"]["direction"] == "no clear trend"  # constant speed-up

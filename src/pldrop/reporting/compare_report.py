@@ -83,17 +83,18 @@ def render_arms(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     return [f"**Arms**{note}:", ""] + table(head, rows) + [""]
 
 
-def _gap_sentence(saving: float, bound: float, against_preln: bool) -> str:
-    """Why the realised saving per sample differs from the blocks-skipped bound, from the numbers."""
+def _gap_sentence(saving: float, bound: float, same_blocks: bool) -> str:
+    """Why the realised saving per sample differs from the blocks-skipped bound, from the numbers
+    (``same_blocks``: the saving is against the arm with the same blocks, not dropped)."""
     if saving > bound:
-        if against_preln:
+        if same_blocks:
             return ("The saving exceeds what the skipped blocks allow: per-step costs other than the blocks changed "
                     "(allocator, cache effects), or the load on the machine hit the arms unevenly -- compare "
                     "`step_time` in the arms' metrics.jsonl.")
         return ("The saving exceeds what the skipped blocks allow: the two arms differ in more than PLD (Post-LN "
                 "BERT and Pre-LN blocks do not cost the same), so part of it is the architecture's own speed.")
     return ("The gap to the bound is the step's fixed cost (embeddings, MLM head, optimizer), per-block overheads"
-            + ("." if against_preln else ", and the architectures' own difference in speed."))
+            + ("." if same_blocks else ", and the architectures' own difference in speed."))
 
 
 def render_time_per_sample(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
@@ -106,9 +107,10 @@ def render_time_per_sample(an: dict[str, Any], labels: dict[str, str]) -> list[s
         text = (f"- **{labels[arm]}**: {pct(a['saving_per_sample'])} less time per sample than {base}; the blocks it "
                 f"skipped bound the saving at {pct(a['blocks_bound'])} ({pct(a['steady_blocks_bound'])} in the second "
                 f"half, θ near θ̄) if blocks were the whole step.")
-        if a.get("saving_vs_preln") is not None:
-            text += (f" Against Pre-LN without PLD (the same blocks): {pct(a['saving_vs_preln'])} saved. "
-                     + _gap_sentence(a["saving_vs_preln"], a["blocks_bound"], True))
+        if a.get("saving_vs_same_blocks") is not None:
+            text += (f" Against {labels[a['same_blocks_as']]} (the same blocks, not dropped): "
+                     f"{pct(a['saving_vs_same_blocks'])} saved. "
+                     + _gap_sentence(a["saving_vs_same_blocks"], a["blocks_bound"], True))
         elif a["saving_per_sample"] is not None:
             text += " " + _gap_sentence(a["saving_per_sample"], a["blocks_bound"], False)
         lines.append(text)

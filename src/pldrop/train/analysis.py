@@ -411,11 +411,13 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
             "blocks_bound": 1 - s["mean_blocks_run"] / num_layers,
             "steady_blocks_bound": 1 - s["steady_blocks_run"] / num_layers,
         }
-    if preln in runs:  # PLD arms against Pre-LN without PLD: same architecture, so the bound applies
-        for arm in runs:
-            if arm != preln and arms[arm]["blocks_bound"] > 1e-9:
-                r = [_ratio(f["time_per_sample_s"], p["time_per_sample_s"]) for f, p in zip(figs[arm], figs[preln])]
-                arms[arm]["saving_vs_preln"] = 1 - interval(r)["mean"]
+    for arm in runs:  # an arm that drops blocks against the arm with the same blocks that does not
+        ref = same_blocks(arm, preln, pld)
+        if ref is None and arm.startswith("postln"):
+            ref = baseline  # Post-LN + PLD against Post-LN BERT
+        if ref in runs and ref != arm and arms[arm]["blocks_bound"] > 1e-9:
+            r = [_ratio(f["time_per_sample_s"], p["time_per_sample_s"]) for f, p in zip(figs[arm], figs[ref])]
+            arms[arm].update(same_blocks_as=ref, saving_vs_same_blocks=1 - interval(r)["mean"])
 
     base_final = arms[baseline]["summary"]
     pl = plateau(base_final["final_val_loss"], base_final["final_val_accuracy"], unigram)
@@ -432,6 +434,16 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
             "target_step": TARGET_STEP, "targets": targets, "curves": curves, "headline": headline, "plateau": pl,
             "unigram": unigram,
             "decomposition": decomp, "verdict": verdict(curves, pl, pld, base_final)}
+
+
+def same_blocks(arm: str, preln: str = "preln", pld: str = "pld") -> str | None:
+    """The arm without PLD built from the same blocks as ``arm`` (Pre-LN for the PLD arm and its
+    variants ``pld-…``), or None.
+
+    >>> same_blocks("pld"), same_blocks("pld-uniform"), same_blocks("postln-tuned")
+    ('preln', 'preln', None)
+    """
+    return preln if arm == pld or arm.startswith(pld + "-") else None
 
 
 def verdict(curves: Mapping[str, list[dict[str, Any]]], plateau_: dict[str, Any], pld: str = "pld",
