@@ -61,8 +61,8 @@ def _cli(*args):
 
 @pytest.mark.slow
 def test_lockstep_resume_after_sigkill_is_exact(tmp_path):
-    args = ["compare", "--corpus", CORPUS, *TINY, "--arms", "baseline", "pld", "--max-steps", "24",
-            "--save-every", "4", "--eval-every", "6", "model.dropout=0.1"]
+    args = ["compare", "--corpus", CORPUS, *TINY, "--arms", "baseline", "pld", "--max-steps", "12",
+            "--save-every", "2", "--eval-every", "3", "model.dropout=0.1"]
     full = tmp_path / "full"
     p = _cli(*args, "--out", str(full))
     assert p.wait(timeout=300) == 0, p.stderr.read()
@@ -72,13 +72,13 @@ def test_lockstep_resume_after_sigkill_is_exact(tmp_path):
     pointers = [killed / a / "checkpoints" / "latest.json" for a in ("baseline", "pld")]
     deadline = time.time() + 300
     while time.time() < deadline:
-        if all(q.exists() and json.loads(q.read_text())["step"] >= 8 for q in pointers):
+        if all(q.exists() and json.loads(q.read_text())["step"] >= 4 for q in pointers):
             break
         time.sleep(0.02)
     p.send_signal(signal.SIGKILL)
     p.wait(timeout=30)
     steps = [json.loads(q.read_text())["step"] for q in pointers]
-    assert all(8 <= s < 24 for s in steps), steps
+    assert all(4 <= s < 12 for s in steps), steps
 
     p = _cli("compare", "--out", str(killed), "--resume", "--no-progress")
     out, err = p.communicate(timeout=300)
@@ -95,7 +95,7 @@ def test_lockstep_ratio_is_insensitive_to_load(tmp_path):
     def ratio(out, burn: bool) -> float:
         p = _cli("compare", "--corpus", CORPUS, "--out", str(out), "--preset", "narrow", "--batch-size", "8",
                  "--no-progress", "data.vocab_size=400", "data.val_max_seqs=8", "data.seq_len=64",
-                 "--arms", "preln", "pld", "--max-minutes", "0.25", "--eval-every", "1000", "--threads", "1",
+                 "--arms", "preln", "pld", "--max-minutes", "0.2", "--eval-every", "1000", "--threads", "1",
                  "pld.fixed=true")
         burner = None
         if burn:

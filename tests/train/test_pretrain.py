@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from pldrop.cli import main
-from pldrop.train.analysis import compare_runs, read_metrics, time_to_loss
+from pldrop.train.analysis import read_metrics, time_to_loss
 
 CORPUS = str(Path(__file__).parents[1] / "fixtures" / "corpus" / "tiny.txt")
 TINY = ["--preset", "tiny", "--batch-size", "8", "--no-progress", "data.vocab_size=400", "data.val_max_seqs=16"]
@@ -250,25 +250,30 @@ def test_config_file_and_resolved_config(tmp_path, capsys):
 
 
 def test_compare_writes_report_recomputable_from_metrics(tmp_path, capsys):
+    from pldrop.train.analysis import compare_arms
+
     out = tmp_path / "cmp"
     rc = main(["compare", "--corpus", CORPUS, "--out", str(out), *TINY, "--max-steps", "8", "--eval-every", "2"])
     assert rc == 0
     printed = capsys.readouterr().out
-    for f in ("report.md", "results.json", "val_loss.png", "theta_blocks.png", "baseline/metrics.jsonl",
-              "pld/metrics.jsonl"):
+    for f in ("report.md", "results.json", "val_loss.png", "theta_blocks.png", "compare.json", "baseline/metrics.jsonl",
+              "preln/metrics.jsonl", "pld/metrics.jsonl"):
         assert (out / f).exists(), f
     res = json.loads((out / "results.json").read_text())
-    b, p = read_metrics(out / "baseline" / "metrics.jsonl"), read_metrics(out / "pld" / "metrics.jsonl")
-    again = compare_runs(b, p, 2)
-    for k in ("saving_per_sample", "theoretical_saving", "target_val_loss", "speedup_time"):
-        assert again[k] == res[k]
-    assert res["target_val_loss"] == [r for r in b if "val_loss" in r][-1]["val_loss"]
+    recs = {a: read_metrics(out / a / "metrics.jsonl") for a in ("baseline", "preln", "pld")}
+    again = json.loads(json.dumps(compare_arms(recs, 2, unigram=res["analysis"]["unigram"])))
+    for arm in ("preln", "pld"):
+        for k in ("time_per_sample_ratio", "saving_per_sample", "blocks_bound"):
+            assert again["arms"][arm][k] == res["analysis"]["arms"][arm][k], (arm, k)
+    assert again["curves"] == res["analysis"]["curves"]
     report = (out / "report.md").read_text()
-    assert f"{100 * res['saving_per_sample']:.1f} %" in report
-    assert f"{1e3 * res['baseline']['time_per_sample_s']:.2f}" in report
+    pld_saving = res["analysis"]["arms"]["pld"]["saving_per_sample"]
+    assert f"{100 * pld_saving:.1f} %" in report
     assert "time per sample" in printed
-    # both arms saw the same data: identical validation sets, same sample counts per step
-    assert [r["samples"] for r in b] == [r["samples"] for r in p]
+    # all arms saw the same data: the same sample counts per step, validated at the same counts
+    assert [r["samples"] for r in recs["baseline"]] == [r["samples"] for r in recs["pld"]]
+    assert ([r["samples"] for r in recs["preln"] if "val_loss" in r]
+            == [r["samples"] for r in recs["pld"] if "val_loss" in r])
 
 
 def test_time_to_loss_interpolates():
