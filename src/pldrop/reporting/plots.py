@@ -129,11 +129,20 @@ def plot_speedup(curves: dict[str, list[dict[str, Any]]], path: Path, keys: tupl
             if not pts:
                 continue
             x = [r["target"] for r in pts]
-            ax.plot(x, [r["speedup"][key]["mean"] for r in pts], "o-", ms=3, color=c, label=label)
+            bound = [bool(r.get("lower_bound") or r.get("upper_bound")) for r in pts]
+            # hollow and dotted: only a bound (a run was past the target at its first evaluation)
+            ax.plot(x, [r["speedup"][key]["mean"] for r in pts], ":", color=c, lw=1)
+            for hollow in (False, True):
+                sel = [(xx, r["speedup"][key]["mean"]) for xx, r, b in zip(x, pts, bound) if b == hollow]
+                if sel:
+                    ax.plot(*zip(*sel), "o" + ("" if hollow else "-"), ms=5, color=c, mfc="none" if hollow else c,
+                            label=None if hollow else label)
             if any(r["speedup"][key]["n"] > 1 for r in pts):
                 ax.fill_between(x, [r["speedup"][key]["lo"] for r in pts], [r["speedup"][key]["hi"] for r in pts],
                                 color=c, alpha=0.2, lw=0)
         ax.axhline(1.0, color="k", lw=0.8, label="baseline (1×)")
+        if any(r.get("lower_bound") or r.get("upper_bound") for c in curves.values() for r in c):
+            ax.plot([], [], "o", color="gray", mfc="none", label="hollow: at least (arm past the target at its first eval)")
         if paper:
             ax.axhline(paper, color="k", lw=0.8, ls=":", label=f"paper ({paper:g}×)")
         ax.invert_xaxis()
