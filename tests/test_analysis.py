@@ -86,15 +86,25 @@ def test_t_interval_over_three_seeds_by_hand():
     base = [synth(sec_per_sample=0.01 * s) for s in speedups]
     arm = [synth(sec_per_sample=0.01) for _ in speedups]
     curve = curve_over_seeds([speedup_curve(b, a) for b, a in zip(base, arm)])
-    mean = sum(speedups) / 3
-    sd = math.sqrt(sum((x - mean) ** 2 for x in speedups) / 2)
+    # speed-ups are ratios: the interval is taken on their logarithms (geometric mean, positive bounds)
+    logs = [math.log(x) for x in speedups]
+    m = sum(logs) / 3
+    sd = math.sqrt(sum((x - m) ** 2 for x in logs) / 2)
     half = T_975_2 * sd / math.sqrt(3)
     for r in curve:
         s = r["speedup"]["wall"]
         assert (s["n"], r["reached"]["wall"], r["seeds"]) == (3, 3, 3)
-        assert s["mean"] == pytest.approx(mean) and s["std"] == pytest.approx(sd)
-        assert s["lo"] == pytest.approx(mean - half) and s["hi"] == pytest.approx(mean + half)
+        assert s["mean"] == pytest.approx((1.8 * 2.0 * 2.4) ** (1 / 3)) and s["std"] == pytest.approx(sd)
+        assert s["lo"] == pytest.approx(math.exp(m - half)) and s["hi"] == pytest.approx(math.exp(m + half))
+        # the times to the target get a plain t-interval
+        t = r["baseline"]["wall"]
+        times_ = [200 * (10.0 - r["target"]) * 0.01 * k for k in speedups]
+        tm = sum(times_) / 3
+        tsd = math.sqrt(sum((x - tm) ** 2 for x in times_) / 2)
+        assert t["mean"] == pytest.approx(tm) and t["hi"] == pytest.approx(tm + T_975_2 * tsd / math.sqrt(3))
     assert interval([2.0])["lo"] == interval([2.0])["hi"] == 2.0  # one seed: no spread claimed
+    r = interval([1.0, 2.0, 3.0])  # by hand: mean 2, s = 1, half = 4.3027 / sqrt(3)
+    assert (r["lo"], r["hi"]) == (pytest.approx(2 - T_975_2 / math.sqrt(3)), pytest.approx(2 + T_975_2 / math.sqrt(3)))
 
 
 def test_decomposition_multiplies_to_the_total():

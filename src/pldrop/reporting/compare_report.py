@@ -132,7 +132,7 @@ def render_curves(an: dict[str, Any], labels: dict[str, str], arms: list[str] | 
         return [f"No speed-up curve: {base}'s validation loss never reached a multiple of {num(an['target_step'], 1)} "
                 "clearly below its first value (or below the unigram loss).", ""]
     seeds = an["seeds"]
-    ival = (f"; mean over {seeds} seeds, [95 % t-interval]" if seeds > 1 else "")
+    ival = (f"; geometric mean over {seeds} seeds [95 % t-interval, taken on the logarithms]" if seeds > 1 else "")
     lines = [f"**Speed-up along {base}'s validation curve**: for target losses every {num(an['target_step'], 1)} "
              f"from just below where it "
              f"started{' (or the unigram loss)' if an['plateau']['unigram_loss'] is not None else ''} down to its best, "

@@ -140,6 +140,23 @@ def interval(values: Sequence[float | None], confidence: float = 0.95) -> dict[s
     return {"mean": mean, "std": std, "n": n, "lo": mean - half, "hi": mean + half, "confidence": confidence}
 
 
+def ratio_interval(values: Sequence[float | None], confidence: float = 0.95) -> dict[str, Any]:
+    """:func:`interval` of ratios (speed-ups), taken on their logarithms: ``mean`` is the geometric
+    mean and ``[lo, hi]`` = exp(mean log ± t · s_log / √n), so the interval stays positive, is
+    symmetric in the ratio's direction (a ``2x`` and its ``0.5x`` mirror), and the means keep products
+    (architecture × dropping = total). ``std`` is the standard deviation of the logs.
+
+    >>> r = ratio_interval([1.0, 4.0, 16.0])
+    >>> r["mean"], r["n"], round(r["lo"], 3), round(r["hi"], 3)
+    (4.0, 3, 0.128, 125.216)
+    """
+    vals = [float(v) for v in values if v is not None and v > 0]
+    r = interval([math.log(v) for v in vals], confidence)
+    if r["n"] == 0:
+        return r
+    return {**r, "mean": math.exp(r["mean"]), "lo": math.exp(r["lo"]), "hi": math.exp(r["hi"]), "log": True}
+
+
 def geomean(values: Sequence[float | None]) -> float | None:
     """Geometric mean of the positive values (``None`` if there are none); the mean that keeps
     products of ratios products: ``geomean(a·b) = geomean(a)·geomean(b)`` over paired values.
@@ -218,17 +235,19 @@ def curve_over_seeds(per_seed_curves: Sequence[Sequence[dict[str, Any]]], confid
                      ) -> list[dict[str, Any]]:
     """Speed-up curves of several seeds (each paired with its own baseline run) in one.
 
-    Rows are matched by target; per key: the mean speed-up over the seeds that reached the target,
-    a Student-t interval where ≥ 2 did (:func:`interval`), and how many reached it.
+    Rows are matched by target; per key: the geometric mean speed-up over the seeds that reached
+    the target with its Student-t interval on the logarithms where ≥ 2 did
+    (:func:`ratio_interval`), and how many reached it; the times themselves get plain
+    :func:`interval` s.
 
     Returns:
         ``[{"target", "seeds", "reached": {key: k}, "speedup": {key: interval}, "arm": {key:
         interval of the arm's time (FLOPs, samples) to the target}}, ...]``, highest target first.
 
-    >>> c = lambda x: [{"target": 7.0, "baseline": {"wall": 2.0 * x}, "arm": {"wall": 1.0}, "speedup": {"wall": 2.0 * x}}]
-    >>> r = curve_over_seeds([c(1.0), c(1.5), c(2.0)])[0]
-    >>> r["speedup"]["wall"]["mean"], r["reached"]["wall"], round(r["speedup"]["wall"]["hi"], 4)
-    (3.0, 3, 5.4841)
+    >>> c = lambda x: [{"target": 7.0, "baseline": {"wall": x}, "arm": {"wall": 1.0}, "speedup": {"wall": x}}]
+    >>> r = curve_over_seeds([c(1.0), c(4.0), c(16.0)])[0]
+    >>> r["speedup"]["wall"]["mean"], r["reached"]["wall"], round(r["speedup"]["wall"]["hi"], 3)
+    (4.0, 3, 125.216)
     """
     by_target: dict[float, list[dict[str, Any]]] = {}
     for curve in per_seed_curves:
@@ -241,7 +260,7 @@ def curve_over_seeds(per_seed_curves: Sequence[Sequence[dict[str, Any]]], confid
         out.append({
             "target": t, "seeds": len(rows),
             "reached": {k: sum(r["speedup"][k] is not None for r in rows) for k in keys},
-            "speedup": {k: interval([r["speedup"][k] for r in rows], confidence) for k in keys},
+            "speedup": {k: ratio_interval([r["speedup"][k] for r in rows], confidence) for k in keys},
             "arm": {k: interval([r["arm"][k] for r in rows], confidence) for k in keys},
             "baseline": {k: interval([r["baseline"][k] for r in rows], confidence) for k in keys},
             "lower_bound": any(r.get("lower_bound") for r in rows),
