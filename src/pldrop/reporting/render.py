@@ -101,7 +101,7 @@ def render_converge(sec: dict[str, Any], plots: list[str]) -> list[str]:
              "time" if s["key"] == "time_per_sample_s" else "FLOPs", pm(s, 1, 100) + " %" if s["mean"] is not None
              else "–"] for s in sec["savings"]]
     lines += _table(["arm", "against", "per sample", "saving (%)"], rows)
-    lines += [""] + _comparison(sec, curve_arms=["pld", "preln"])
+    lines += _comparison(sec, curve_arms=["pld", "preln"])
     lines += [""] + [f"![{p}]({p})" for p in plots] + [""]
     return lines
 
@@ -114,7 +114,7 @@ def _comparison(sec: dict[str, Any], curve_arms: list[str], verdict: bool = True
     if not an:
         return []
     labels = {name: arm["label"] for name, arm in sec["arms"].items()}
-    return comparison_sections(an, labels, arms_table=False, curve_arms=curve_arms, verdict=verdict)
+    return [""] + comparison_sections(an, labels, arms_table=False, curve_arms=curve_arms, verdict=verdict)
 
 
 def render_ablations(sec: dict[str, Any], plots: list[str]) -> list[str]:
@@ -128,7 +128,7 @@ def render_ablations(sec: dict[str, Any], plots: list[str]) -> list[str]:
         lines += ["", f"**To the final loss of {sec['arms'][target]['label']} at this budget** "
                       f"(target {pm(tf['target'], 4)}):", ""]
         lines += _table(TARGET_HEADER, _target_rows(tf, sec["arms"]))
-    lines += [""] + _comparison(sec, curve_arms=[], verdict=False)
+    lines += _comparison(sec, curve_arms=[], verdict=False)
     lines += [""] + [f"![{p}]({p})" for p in plots] + [""]
     return lines
 
