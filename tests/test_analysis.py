@@ -120,6 +120,7 @@ def test_decomposition_multiplies_to_the_total():
         for k in ("wall", "flops", "samples"):
             assert r["architecture"][k] * r["dropping"][k] == pytest.approx(r["total"][k])
         assert r["dropping"]["samples"] == pytest.approx(1.0)
+        assert r["bound"] == (r["target"] >= 9.25)  # Pre-LN's first evaluation is at 9.25
         if r["target"] < 9.25:  # below Pre-LN's first evaluation, where interpolation is exact
             assert r["architecture"]["samples"] == pytest.approx(1.5)
     seed0 = decompose(base[:1], preln[:1], pld[:1], [9.0])[0]

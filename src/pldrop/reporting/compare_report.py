@@ -203,10 +203,14 @@ def render_decomposition(an: dict[str, Any], labels: dict[str, str]) -> list[str
     full = [r for r in d["rows"] if r["seeds"]["wall"] == d["seeds"]]
     if not full:
         return lines + ["Pre-LN and Pre-LN + PLD did not both reach any target in every seed: no decomposition.", ""]
-    rows = [[num(r["target"], 1)] + [times(r[part][k]) for part in ("architecture", "dropping", "total")
-                                    for k in ("wall", "flops")] for r in _thin(full)]
+    rows = [[num(r["target"], 1) + (" *" if r.get("bound") else "")]
+            + [times(r[part][k]) for part in ("architecture", "dropping", "total") for k in ("wall", "flops")]
+            for r in _thin(full)]
     lines += table(["target loss", "architecture (time)", "architecture (FLOPs)", "dropping (time)",
                     "dropping (FLOPs)", "total (time)", "total (FLOPs)"], rows) + [""]
+    if any(r.get("bound") for r in full):
+        lines += ["\\* a run was already past this target at its first evaluation, so its time there is an upper "
+                  "bound and these factors are only approximate.", ""]
     h = d["headline"]
     if h is not None:
         a, dr, tot = h["architecture"]["wall"], h["dropping"]["wall"], h["total"]["wall"]

@@ -374,8 +374,11 @@ def decompose(baseline: list[Records], preln: list[Records], pld: list[Records],
     (3.0, 1.3333333333333333, 4.0)
     """
     rows = []
+    firsts = [eval_points(r)[0]["val_loss"] for runs in (baseline, preln, pld) for r in runs if eval_points(r)]
     for t in targets:
-        row: dict[str, Any] = {"target": t, "architecture": {}, "dropping": {}, "total": {}, "seeds": {}}
+        row: dict[str, Any] = {"target": t, "architecture": {}, "dropping": {}, "total": {}, "seeds": {},
+                               # some run was past the target at its first evaluation: its factors are bounds
+                               "bound": any(f <= t for f in firsts)}
         for k in keys:
             per = []
             for b, p, d in zip(baseline, preln, pld):
