@@ -39,7 +39,7 @@ from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, s
 from .config import TrainConfig, default_lr, dump_config
 from .distributed import any_rank, dist_setup
 
-HORIZON_WINDOW = 10  # time budgets: the horizon is re-estimated each step from this many recent steps
+HORIZON_WINDOW = 30  # time budgets: the horizon is re-estimated each step from the median of this many recent steps (robust to load spikes)
 IDENTITY_KEYS = ("model.arm", "model.preset", "model.config_file", "data.seq_len", "data.corpus",
                  "data.lowercase", "data.vocab_size", "seed")
 
