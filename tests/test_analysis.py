@@ -40,7 +40,9 @@ def test_default_targets_every_tenth_from_clearly_below_start_to_best():
     t = default_targets(base)
     assert t[0] == 9.4 and t[-1] == 5.0 and len(t) == 45
     assert all(math.isclose(a - b, 0.1, abs_tol=1e-9) for a, b in zip(t, t[1:]))
-    assert default_targets(base, top=7.03)[0] == 6.9  # below the unigram loss when that is lower
+    assert default_targets(base, top=7.03)[0] == 7.0  # below the unigram loss when that is lower ...
+    assert default_targets(base, top=7.005)[0] == 6.9  # ... by at least a tenth of the step
+    assert default_targets(synth(start=9.505))[0] == 8.9  # 9.0 is not clearly below the first evaluation (9.005)
 
 
 def test_speedup_curve_exactly_twice_as_fast_in_wall_clock():

@@ -194,14 +194,14 @@ def test_bench_converge_quick_and_resume(tmp_path, capsys):
 def test_converge_speedup_curve_recomputes(tmp_path):
     """The speed-up curve along Post-LN's validation curve, recomputed target by target, seed by seed."""
     out = tmp_path / "conv"
-    assert main(["bench", "converge", "--out", str(out), *TINY, "--seeds", "2", "--max-steps", "24",
+    assert main(["bench", "converge", "--out", str(out), *TINY, "--seeds", "2", "--max-steps", "30",
                  "--sweep-lrs", "1e-3"]) == 0
     conv = json.loads((out / "converge.json").read_text())["converge"]
     md = (out / "converge.md").read_text()
     comp = conv["comparison"]
     base = {s: records(out, r["path"]) for s, r in conv["arms"]["postln-tuned"]["runs"].items()}
     targets = comp["targets"]
-    assert targets, "24 steps at lr 1e-3 take the tiny model's loss down by more than 0.1"
+    assert targets, "30 steps at lr 1e-3 take the tiny model's loss down by more than 0.1 in both seeds"
     assert all(round(t * 10) == pytest.approx(t * 10) for t in targets)  # every 0.1
     assert max(targets) < min(evals(b)[0]["val_loss"] for b in base.values())
     assert min(targets) >= max(min(r["val_loss"] for r in evals(b)) for b in base.values()) - 1e-9

@@ -172,9 +172,10 @@ def geomean(values: Sequence[float | None]) -> float | None:
 
 def default_targets(baseline: Records, step: float = TARGET_STEP, top: float | None = None) -> list[float]:
     """Target losses along the baseline's validation curve, highest first: every ``step`` (as
-    multiples of it) from the first level clearly -- at least ``step / 2`` -- below the first
+    multiples of it) from the first level clearly -- at least ``step / 10`` -- below the first
     validation loss (or below ``top``, e.g. the unigram loss, when that is lower) down to the
-    baseline's best validation loss.
+    baseline's best validation loss. (Below the first evaluation, so the baseline's time to
+    every target is interpolated, never just its first evaluation's.)
 
     >>> recs = [{"val_loss": 7.46}, {"val_loss": 7.01}, {"val_loss": 6.72}]
     >>> default_targets(recs)
@@ -187,7 +188,7 @@ def default_targets(baseline: Records, step: float = TARGET_STEP, top: float | N
         return []
     start = evals[0]["val_loss"] if top is None else min(evals[0]["val_loss"], top)
     best = min(r["val_loss"] for r in evals)
-    hi = math.floor((start - step / 2) / step + 1e-9)
+    hi = math.floor((start - step / 10) / step + 1e-9)
     lo = math.ceil(best / step - 1e-9)
     return [round(k * step, 10) for k in range(hi, lo - 1, -1)]
 
