@@ -311,6 +311,9 @@ def render_compare(results: dict[str, Any]) -> str:
     labels = labels_for(results["arms"])
     lines = [f"# pldrop compare: {' vs '.join(labels[a] for a in results['arms'])}", ""]
     lines += [f"- {labels[a]} (`{a}`): {results['settings'].get(a, '')}" for a in results["arms"]] + [""]
+    lines += ["Learning rates: the paper trained Post-LN BERT at 1e-4 and Pre-LN + PLD at 1e-3; small models need a "
+              "higher Post-LN rate, so each arm runs at its own rate (above; `--paper-lrs` for the paper's), and the "
+              "decomposition below counts the rate as part of the architecture's share.", ""]
     lines += render_machine(meta)
     lines += ["All figures below are recomputed from the arms' `metrics.jsonl` by "
               "`pldrop.train.analysis.compare_arms`; `report.md` is "
