@@ -86,27 +86,6 @@ def summarize(records: Records, num_layers: int) -> dict[str, Any]:
     }
 
 
-def compare_runs(baseline: Records, pld: Records, num_layers: int) -> dict[str, Any]:
-    """Baseline vs PLD: time per sample, saving vs the blocks-skipped bound, time to the baseline's loss."""
-    b, p = summarize(baseline, num_layers), summarize(pld, num_layers)
-    target = b["final_val_loss"]
-    tb, tp = time_to_loss(baseline, target), time_to_loss(pld, target)
-    sb, sp = time_to_loss(baseline, target, "samples"), time_to_loss(pld, target, "samples")
-    return {
-        "baseline": b,
-        "pld": p,
-        "target_val_loss": target,
-        "saving_per_sample": 1 - p["time_per_sample_s"] / b["time_per_sample_s"],
-        "steady_saving_per_sample": 1 - p["steady_time_per_sample_s"] / b["steady_time_per_sample_s"],
-        "theoretical_saving": 1 - p["mean_blocks_run"] / num_layers,
-        "steady_theoretical_saving": 1 - p["steady_blocks_run"] / num_layers,
-        "time_to_target_s": {"baseline": tb, "pld": tp},
-        "samples_to_target": {"baseline": sb, "pld": sp},
-        "speedup_time": (tb / tp) if tb and tp else None,
-        "speedup_samples": (sb / sp) if sb and sp else None,
-    }
-
-
 # --- small numeric helpers ------------------------------------------------------------------
 
 def _ratio(a: float | None, b: float | None) -> float | None:
