@@ -11,6 +11,10 @@ With a minutes budget the converge PLD run is the equal wall-clock one and an ex
 other way round (an extra run with ``max_minutes`` = the baseline's training time). Each
 checkpoint is fine-tuned on every task by `pldrop evaluate`; scores are read back from the
 fine-tuning folders' ``results.json`` (the test split where every task has one, else dev).
+
+Unless a learning rate is given, every (checkpoint, task) is fine-tuned at each rate of the
+grid for the model's width (:mod:`pldrop.tasks.lr`) and the best dev run kept: the protocol of
+the paper (and BERT) behind its GLUE-parity claim. The kept rates are in the section's ``lr``.
 """
 
 from __future__ import annotations
@@ -34,14 +38,16 @@ class DownstreamSettings:
         tasks: task names: offline recipes (``trec6``, ``sms-spam``, ``movie-polarity``,
             ``bbc-topic``), GLUE tasks, or your own with ``data``.
         data: ``--data`` of `pldrop evaluate` for your own tasks.
-        seeds, epochs, lr, batch_size, max_length: fine-tuning settings.
+        seeds, epochs, batch_size, max_length: fine-tuning settings.
+        lr: one fixed learning rate; ``None`` (default) = the grid of the model's width, the
+            best dev run kept (``pldrop finetune``'s default).
     """
 
     tasks: list[str] = field(default_factory=lambda: ["trec6", "sms-spam"])
     data: str | None = None
     seeds: list[int] = field(default_factory=lambda: [0])
     epochs: int = 2
-    lr: float = 1e-4
+    lr: float | None = None
     batch_size: int = 32
     max_length: int = 64
 
@@ -89,7 +95,23 @@ def figures(root: Path, models: dict[str, Any], tasks: list[str]) -> dict[str, A
         d.update({t: stats.by_seed(_diff, scores[role]["tasks"][t]["per_seed"],
                                    scores["baseline"]["tasks"][t]["per_seed"]) for t in tasks})
         diffs[role] = {k: {"per_seed": v, **stats.mean_std(v.values())} for k, v in d.items()}
-    return {"split": split, "scores": scores, "diffs": diffs}
+    return {"split": split, "scores": scores, "diffs": diffs, "lr": learning_rates(results)}
+
+
+def learning_rates(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The rates each (role, task) was fine-tuned at: the grid searched (``None`` for a fixed
+    rate) and the rate kept.
+
+    >>> r = {"baseline": {"trec6": {"lr": 5e-4, "lr_grid": {"rates": [1e-4, 5e-4, 2e-3]}}}}
+    >>> learning_rates(r)
+    {'grid': [0.0001, 0.0005, 0.002], 'kept': {'baseline': {'trec6': 0.0005}}}
+    """
+    grids = {tuple((r.get("lr_grid") or {}).get("rates") or ()) for per_task in results.values()
+             for r in per_task.values()}
+    grid = list(next(iter(grids))) if len(grids) == 1 and () not in grids else None
+    kept = {role: {t: r.get("lr", r.get("settings", {}).get("lr")) for t, r in per_task.items()}
+            for role, per_task in results.items()}
+    return {"grid": grid, "kept": kept}
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
@@ -135,8 +157,8 @@ def run_downstream(runner: Runner, converge: dict[str, Any], settings: Downstrea
         m["figures"] = stats.run_figures(read_metrics(root / m["path"] / "metrics.jsonl"), converge["num_layers"])
     s = settings
     argv = ["evaluate", "--models", *folders, "--tasks", *s.tasks, "--out", str(out), "--seeds", *map(str, s.seeds),
-            "--epochs", str(s.epochs), "--lr", f"{s.lr:g}", "--batch-size", str(s.batch_size), "--max-length",
-            str(s.max_length)]
+            "--epochs", str(s.epochs), "--batch-size", str(s.batch_size), "--max-length", str(s.max_length)]
+    argv += ["--lr", f"{s.lr:g}"] if s.lr is not None else []
     argv += ["--data", s.data] if s.data else []
     argv += ["--cache-dir", runner.base["data"]["cache_dir"]] if runner.base["data"]["cache_dir"] else []
     argv += ["--threads", str(threads)] if threads else []

@@ -171,12 +171,15 @@ def load_classifier(src: ModelSource, labels: list[str] | None):
     if labels is not None:
         config.id2label = dict(enumerate(labels))
         config.label2id = {name: i for i, name in enumerate(labels)}
+    from safetensors import SafetensorError
+
     try:
         with _quiet_transformers():
             model, info = AutoModelForSequenceClassification.from_pretrained(
                 src.path, config=config, ignore_mismatched_sizes=True, output_loading_info=True)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise UserError(f"--model {src.path}: cannot load its weights ({str(e).splitlines()[0]})") from None
+    except (OSError, ValueError, RuntimeError, EOFError, SafetensorError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise UserError(f"--model {src.path}: cannot load its weights ({first})") from None
     # the head (and BERT's pooler, which masked-LM checkpoints lack) is new; the encoder must not be
     prefix = model.base_model_prefix + "."
     encoder_missing = sorted(k for k in info["missing_keys"] if k.startswith(prefix) and ".pooler." not in k)
@@ -184,6 +187,18 @@ def load_classifier(src: ModelSource, labels: list[str] | None):
         raise UserError(f"--model {src.path}: {len(encoder_missing)} encoder weights are missing from the "
                         f"checkpoint (e.g. {encoder_missing[0]}); are the weights from another model?")
     return model
+
+
+def check_weights(src: ModelSource, labels: list[str] | None) -> None:
+    """Load the weights once, so a damaged or foreign checkpoint fails before anything is
+    deleted or trained (raises :class:`UserError` as :func:`load_classifier` does)."""
+    import torch
+
+    state = torch.random.get_rng_state()  # loading initialises a head: leave the seeds as they were
+    try:
+        load_classifier(src, labels)
+    finally:
+        torch.random.set_rng_state(state)
 
 
 def model_inputs(src: ModelSource) -> tuple[str, ...]:

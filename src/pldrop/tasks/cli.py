@@ -30,8 +30,20 @@ Pre-LN -> RobertaPreLayerNormForSequenceClassification), any Hugging Face model 
 sequence-classification head, or hf:NAME. Every block runs while fine-tuning (no PLD, no
 LayerDrop) unless --pld is given.
 
+learning rate (no --lr): as BERT and the PLD paper did, every seed runs at each rate of a small
+grid and the rate with the best mean dev score is kept; results.json reports every rate's dev
+(and test) scores under lr_grid, and predictions_<split>_lr<LR>.tsv holds each rate's predictions.
+The grid by the model's hidden size (pldrop.tasks.lr; measured in docs/finetune.md):
+  hidden <  512  1e-4 5e-4 2e-3   presets tiny, narrow (12 x H128), mini; pldrop's briefly
+                                  pretrained models learn little or nothing at BERT's 5e-5
+  hidden <  768  5e-5 1e-4 3e-4   presets small, medium (Turc et al. 2019's grid, one step up)
+  hidden >= 768  2e-5 3e-5 5e-5   preset base, BERT-base and wider (Devlin et al. 2019, A.3)
+So the default costs 3 runs per seed (3 with --seeds 0; 9 with --seeds 1 2 3). The chosen
+rate's dev score is optimistic twice over (rate and checkpoint picked on dev); the recipes'
+test split is scored with each rate's best dev checkpoint and is the honest number.
+
 example:
-  pldrop finetune --model runs/pld --task trec6 --out ft/pld-trec6 --seeds 1 2 3 --lr 1e-4
+  pldrop finetune --model runs/pld --task trec6 --out ft/pld-trec6 --seeds 1 2 3
 
 exit codes: 0 done, 2 bad input, 130 interrupted.
 """
@@ -49,13 +61,15 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     kind.add_argument("--classification", dest="regression", action="store_const", const=False,
                       help="labels are classes, even if they are numbers")
 
-    t = p.add_argument_group("training (BERT's GLUE recipe by default)")
+    t = p.add_argument_group("training (BERT's GLUE recipe and learning-rate search by default)")
     t.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="S",
                    help="one run per seed; results are mean ± std over seeds (default: 0)")
     t.add_argument("--epochs", type=int, default=3, metavar="N", help="passes over the train set (default: 3)")
     t.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps in all; overrides --epochs")
-    t.add_argument("--lr", type=float, default=5e-5, help="peak learning rate of AdamW (default: 5e-5; small "
-                                                          "models often want 1e-4 or more)")
+    t.add_argument("--lr", type=float, nargs="+", default=None, metavar="LR",
+                   help="peak learning rate of AdamW; one rate fixes it, several are your own grid (default: "
+                        "3 rates chosen by the model's width, every seed fine-tuned at each and the best mean dev "
+                        "score kept, so the default does 3 x seeds runs; see 'learning rate' below)")
     t.add_argument("--batch-size", type=int, default=32, metavar="N", help="examples per step (default: 32)")
     t.add_argument("--warmup-ratio", type=float, default=0.1, metavar="F",
                    help="linear warm-up over this fraction of the steps, then linear decay (default: 0.1)")
@@ -110,7 +124,8 @@ def finetune_config(args):
     """The :class:`~pldrop.tasks.finetune.FinetuneConfig` of the command-line flags (checked)."""
     from pldrop.tasks.finetune import FinetuneConfig
 
-    return FinetuneConfig(lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
+    lr = None if args.lr is None else args.lr[0] if len(args.lr) == 1 else tuple(args.lr)
+    return FinetuneConfig(lr=lr, batch_size=args.batch_size, epochs=args.epochs, max_steps=args.max_steps,
                           warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay, max_length=args.max_length,
                           clip_grad=args.clip_grad, eval_every=args.eval_every, device=args.device, pld=args.pld,
                           pld_theta_bar=args.pld_theta_bar, save_model=args.save_model)

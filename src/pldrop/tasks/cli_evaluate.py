@@ -24,9 +24,13 @@ output (--out):
   <model>/<task>/          each `pldrop finetune` folder (results.json, predictions_*.tsv)
 Model names are the folders' basenames, made unique with their parent folders when needed.
 
+learning rate: without --lr every (model, task) is fine-tuned at the 3 rates of the model's
+width and the best mean dev score is kept (see `pldrop finetune --help`): 3 x seeds runs per
+(model, task). The table shows the kept rate's scores.
+
 example:
   pldrop evaluate --models runs/cmp/baseline runs/cmp/pld --tasks trec6 sms-spam \\
-      --out eval/ --seeds 1 2 3 --lr 1e-4
+      --out eval/ --seeds 1 2 3
 
 exit codes: 0 done, 2 bad input, 130 interrupted (finished (model, task) pairs are reused with
 --resume).
@@ -106,6 +110,7 @@ def _check_same_settings(folder: Path, saved: dict, cfg) -> None:
     from pldrop.errors import UserError
 
     for key, value in asdict(cfg).items():
+        value = list(value) if isinstance(value, tuple) else value  # as JSON holds it
         if key not in ("max_length", "device", "save_model") and saved.get(key) != value:
             raise UserError(f"--resume: {folder} was fine-tuned with {key}={saved.get(key)!r}, not {value!r}; "
                             f"pass the same settings, or --overwrite to redo every run")

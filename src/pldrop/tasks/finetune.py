@@ -6,6 +6,12 @@
         -> reload the best state -> score the test splits -> save the model?
     -> results.json, predictions_<split>.tsv (see :mod:`pldrop.tasks.results`)
 
+Without a learning rate (``FinetuneConfig.lr = None``, the default) every seed runs once per rate
+of a small grid chosen by the model's width (:mod:`pldrop.tasks.lr`) and the rate with the best
+mean dev score is kept, as BERT and the PLD paper did; every rate's dev scores and predictions
+are written too. That selection makes the kept dev score doubly optimistic; the recipes' test
+split, scored once per rate with the best dev checkpoint, is the honest number.
+
 The recipe is BERT's (Devlin et al. 2019, appendix A.3; https://arxiv.org/abs/1810.04805):
 AdamW, linear warm-up over the first 10 % of steps then linear decay to 0, gradient clipping at
 1.0, the dev score measured after every epoch (or every ``eval_every`` steps), and the best dev
@@ -36,7 +42,9 @@ class FinetuneConfig:
     """Hyperparameters of a fine-tuning run; the defaults are BERT's GLUE recipe.
 
     Args:
-        lr: peak learning rate of AdamW (BERT searched 2e-5 … 5e-5; small models like more).
+        lr: peak learning rate of AdamW; a tuple = a grid of your own; ``None`` (default) =
+            the grid :func:`pldrop.tasks.lr.default_lrs` of the model's width. With a grid
+            every seed runs at every rate and the best mean dev score is kept.
         batch_size: examples per optimizer step.
         epochs: passes over the training set (ignored when ``max_steps`` is given).
         max_steps: optimizer steps in all; overrides ``epochs``.
@@ -53,7 +61,7 @@ class FinetuneConfig:
         save_model: also save the best checkpoint (model + tokenizer) into the output folder.
     """
 
-    lr: float = 5e-5
+    lr: float | tuple[float, ...] | None = None
     batch_size: int = 32
     epochs: int = 3
     max_steps: int | None = None
@@ -71,8 +79,11 @@ class FinetuneConfig:
         def bad(flag: str, value, want: str):
             raise UserError(f"--{flag} {value}: expected {want}")
 
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            bad("lr", self.lr, "a positive learning rate, e.g. 5e-5")
+        if isinstance(self.lr, (list, tuple)):
+            self.lr = tuple(dict.fromkeys(float(v) for v in self.lr))
+        for lr in self.lr if isinstance(self.lr, tuple) else [self.lr]:
+            if lr is not None and not (lr > 0 and math.isfinite(lr)):
+                bad("lr", lr, "a positive learning rate, e.g. 5e-5")
         if self.batch_size < 1:
             bad("batch-size", self.batch_size, "a positive number of examples")
         if self.epochs < 1:
@@ -91,6 +102,10 @@ class FinetuneConfig:
             bad("eval-every", self.eval_every, "a positive number of steps")
         if not 0 < self.pld_theta_bar <= 1:
             bad("pld-theta-bar", self.pld_theta_bar, "θ̄ in (0, 1]")
+
+
+class Diverged(UserError):
+    """The training loss became NaN or infinite (the learning rate is too high)."""
 
 
 @dataclass
@@ -243,7 +258,7 @@ def train_seed(src, data: TaskData, features: dict[str, list[dict[str, Any]]], c
                 optimizer.zero_grad(set_to_none=True)
                 value = loss.item()
                 if not math.isfinite(value):
-                    raise UserError(f"the loss became {value} at step {step} (--lr {cfg.lr:g}); lower --lr")
+                    raise Diverged(f"the loss became {value} at step {step} (--lr {cfg.lr:g}); lower --lr")
                 step += 1
                 loss_sum, loss_n = loss_sum + value, loss_n + 1
                 train_time += time.perf_counter() - t0
@@ -270,14 +285,40 @@ def train_seed(src, data: TaskData, features: dict[str, list[dict[str, Any]]], c
             from pldrop.surgery import remove_pld
 
             remove_pld(model)
+        from pldrop.tasks.classifier import _quiet_transformers
+
         save_to.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(str(save_to), safe_serialization=True)
+        with _quiet_transformers():  # no "Writing model shards" bar
+            model.save_pretrained(str(save_to), safe_serialization=True)
         src.tokenizer.save_pretrained(str(save_to))
     return SeedRun(seed, best["metrics"], best["score"], predictions, test_metrics, best["step"], step,
                    train_time, history)
 
 
 # --- the whole run --------------------------------------------------------------------------
+
+
+def choose_lr(grid: dict[float, list[SeedRun]], n_seeds: int) -> float:
+    """The rate with the best mean dev score over seeds (BERT's and the paper's protocol).
+
+    Rates with every seed done come first; a NaN score counts as the worst; a tie goes to the
+    rate listed first.
+
+    >>> def runs(*scores): return [SeedRun(i, {}, s, {}) for i, s in enumerate(scores)]
+    >>> choose_lr({1e-4: runs(0.7, 0.8), 5e-4: runs(0.9, 0.8), 2e-3: runs(float("nan"), 1.0)}, 2)
+    0.0005
+    >>> choose_lr({1e-4: runs(0.7, 0.8), 5e-4: runs(0.99)}, 2)
+    0.0001
+    """
+    def key(rate: float) -> tuple[bool, float]:
+        scores = [r.score for r in grid[rate]]
+        mean = float(np.mean(scores)) if scores else math.nan
+        return len(scores) == n_seeds, -math.inf if math.isnan(mean) else mean
+
+    candidates = [rate for rate, runs in grid.items() if runs]
+    if not candidates:
+        raise ValueError("no rate has a finished run")
+    return max(candidates, key=key)  # max keeps the first of equal keys
 
 
 def finetune(
@@ -297,15 +338,21 @@ def finetune(
     task_data: TaskData | None = None,
     log=print,
 ) -> dict[str, Any]:
-    """Fine-tune ``model`` on ``task`` once per seed; write results and predictions into ``out``.
+    """Fine-tune ``model`` on ``task`` once per seed (and per rate of the default grid when
+    ``config.lr`` is ``None``); write results and predictions into ``out``.
+
+    Every input (output folder, task data, model folder and its weights) is checked before
+    anything is deleted. With ``overwrite`` the new run is written into a staging folder inside
+    ``out`` and swapped in at the end, so a run that fails leaves the old results intact; only
+    the files the old ``results.json`` lists are replaced.
 
     Args:
         model: a model folder (``pldrop pretrain`` run folder, HF folder) or ``hf:NAME``.
         task: a GLUE task, an offline recipe, or your name for your own files.
         out: the output folder; it must not hold results unless ``overwrite``.
         data: where the task's files are (see :func:`pldrop.tasks.load_task`).
-        seeds: one run per seed; results report the mean and sample std over them.
-        config: hyperparameters (default :class:`FinetuneConfig`).
+        seeds: one run per seed (per rate); results report the mean and sample std over them.
+        config: hyperparameters (default :class:`FinetuneConfig`: the learning-rate grid).
         text_columns, label_column, regression: for your own files.
         cache_dir: the pldrop cache (offline recipes).
         overwrite: replace the results already in ``out``.
@@ -316,16 +363,19 @@ def finetune(
     Returns:
         The contents of ``results.json`` (see :mod:`pldrop.tasks.results`).
     """
-    from pldrop.tasks.classifier import model_inputs, open_model
+    from dataclasses import replace
+
+    from pldrop.tasks.classifier import check_weights, model_inputs, open_model
+    from pldrop.tasks.lr import RULE, default_lrs, lr_name, model_width
     from pldrop.tasks.registry import load_task
-    from pldrop.tasks.results import check_out, write_results
+    from pldrop.tasks.results import plan_out, swap_in, write_results
 
     cfg = config or FinetuneConfig()
     seeds = list(dict.fromkeys(int(s) for s in seeds))
     if not seeds:
         raise UserError("--seeds: give at least one seed")
     out = Path(out)
-    check_out(out, overwrite)
+    old = plan_out(out, overwrite)  # checks only: nothing is deleted before every input is checked
     if task_data is None:
         task_data = load_task(task, data, text_columns=text_columns, label_column=label_column,
                               regression=regression, cache_dir=cache_dir)
@@ -333,24 +383,63 @@ def finetune(
             log(line)
     _check_splits(task_data)
     src = open_model(model)
+    check_weights(src, task_data.labels)
     for line in src.notes:
         log(f"{model}: {line}")
     max_length = min(cfg.max_length, src.max_length)
     if max_length < cfg.max_length:
         log(f"{model}: --max-length {cfg.max_length} is more than the model's {src.max_length} positions; "
             f"using {max_length}")
+    searched = cfg.lr is None or isinstance(cfg.lr, tuple)
+    rates = list(default_lrs(src.config) if cfg.lr is None else cfg.lr if searched else [cfg.lr])
+    if searched:
+        log(f"{task}: fine-tuning at lr {', '.join(map(lr_name, rates))} ({len(rates) * len(seeds)} runs"
+            f"{', the default grid of width ' + str(model_width(src.config)) if cfg.lr is None else ''}) "
+            f"and keeping the best on dev")
 
     splits = {"train": task_data.train, **task_data.dev, **task_data.test}
     keep = model_inputs(src)
     features = {s: encode(src.tokenizer, ex, max_length, keep) for s, ex in splits.items()}
     show = progress if progress is not None else os.isatty(2)
     settings = {"model": str(model), "task": task, "data": None if data is None else str(data), "seeds": seeds,
-                **asdict(cfg), "max_length": max_length}
-    runs: list[SeedRun] = []
-    for seed in seeds:
-        save_to = (out / ("model" if len(seeds) == 1 else f"model_seed{seed}")) if cfg.save_model else None
-        runs.append(train_seed(src, task_data, features, cfg, seed, progress=show, save_to=save_to))
-        results = write_results(out, task_data, src, settings, runs)
+                **asdict(cfg), "max_length": max_length,
+                "lr_grid": rates if searched else None, "lr_rule": RULE if cfg.lr is None else None}
+
+    stage = out if old is None else out / f".finetune-tmp-{os.getpid()}"
+    grid: dict[float, list[SeedRun]] = {rate: [] for rate in rates}
+    diverged: dict[float, str] = {}
+    try:
+        for rate in rates:
+            for seed in seeds:
+                save_to = None
+                if cfg.save_model:
+                    name = "model" if len(seeds) == 1 else f"model_seed{seed}"
+                    save_to = stage / (f"{name}_lr{lr_name(rate)}" if searched else name)
+                try:
+                    run = train_seed(src, task_data, features, replace(cfg, lr=rate), seed, progress=show,
+                                     save_to=save_to)
+                except Diverged as e:
+                    if not searched:
+                        raise
+                    diverged[rate] = str(e)
+                    log(f"{task}: lr {lr_name(rate)} diverged ({e}); left out of the choice")
+                    break
+                grid[rate].append(run)
+                results = write_results(stage, task_data, src, settings, grid if searched else grid[rate],
+                                        diverged=diverged)
+        if not any(grid.values()):
+            raise UserError(f"{task}: every learning rate of the grid diverged "
+                            f"({', '.join(map(lr_name, rates))}); give a lower --lr")
+        if searched:  # the chosen rate's checkpoints become model/; the others are deleted
+            results = write_results(stage, task_data, src, settings, grid, diverged=diverged, final=True)
+    except BaseException:
+        if stage != out:
+            import shutil
+
+            shutil.rmtree(stage, ignore_errors=True)
+        raise
+    if stage != out:
+        swap_in(stage, out, old)
     return results
 
 
