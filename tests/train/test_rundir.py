@@ -1,0 +1,374 @@
+"""Run folders: what --out / --overwrite / --resume may touch, staging and swap, locks, stale temporaries."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pldrop.errors import UserError
+from pldrop.train.rundir import (LOCK, MARKER, RunLock, check_out, collect_stale_tmp, foreign_files,
+                                 is_run_folder, mark_run_folder, restore_swapped, staged)
+
+ROOT_IGNORES_CHMOD = os.geteuid() == 0 if hasattr(os, "geteuid") else False
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def _run_folder(path: Path, extra: dict[str, str] = ()) -> Path:
+    """A finished-looking pldrop run folder."""
+    (path / "checkpoints" / "step-0000010").mkdir(parents=True)
+    mark_run_folder(path, "pldrop pretrain --out x")
+    for name in ("config.yaml", "pldrop.json", "metrics.jsonl", "summary.json", "CREDITS.md", "tokenizer.json",
+                 "model.safetensors", "config.json", LOCK):
+        (path / name).write_text("x")
+    (path / "checkpoints" / "latest.json").write_text("{}")
+    (path / "checkpoints" / "step-0000010" / "state.json").write_text("{}")
+    (path / "tb").mkdir()
+    (path / "tb" / "events.out.tfevents.1.host").write_text("x")
+    for name, text in dict(extra).items():
+        (path / name).parent.mkdir(parents=True, exist_ok=True)
+        (path / name).write_text(text)
+    return path
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# (name, set-up returning (out, inputs, kwargs), expected message part); every row must raise and change nothing
+def _case_thesis(tmp):
+    out = _run_folder(tmp / "run", {"thesis.tex": "my thesis"})
+    return out, [], dict(overwrite=True)
+
+
+def _case_not_pldrop(tmp):
+    out = tmp / "mine"
+    out.mkdir()
+    (out / "notes.md").write_text("mine")
+    return out, [], dict(overwrite=True)
+
+
+def _case_user_png(tmp):
+    return _run_folder(tmp / "run", {"holiday.png": "p"}), [], dict(overwrite=True)
+
+
+def _case_nested_user_file(tmp):
+    return _run_folder(tmp / "run", {"checkpoints/keep-me.txt": "x"}), [], dict(overwrite=True)
+
+
+def _case_out_is_corpus_folder(tmp):
+    out = _run_folder(tmp / "d")
+    (out / "corpus.txt").write_text("text")
+    return out, [out], dict(overwrite=True)
+
+
+def _case_corpus_inside_out(tmp):
+    out = _run_folder(tmp / "run")
+    (out / "tb" / "c.txt").write_text("text")
+    return out, [out / "tb" / "c.txt"], dict(overwrite=True)
+
+
+def _case_config_inside_out(tmp):
+    out = _run_folder(tmp / "run")
+    return out, [out / "config.yaml"], dict(overwrite=True)
+
+
+def _case_input_symlink_into_out(tmp):
+    out = _run_folder(tmp / "run")
+    (tmp / "link.txt").symlink_to(out / "CREDITS.md")
+    return out, [tmp / "link.txt"], dict(overwrite=True)
+
+
+def _case_empty(tmp):
+    return "", [], dict(overwrite=True)
+
+
+def _case_dot(tmp):
+    return ".", [], dict(overwrite=True)
+
+
+def _case_symlink(tmp):
+    target = _run_folder(tmp / "real")
+    (tmp / "link").symlink_to(target)
+    return tmp / "link", [], dict(overwrite=True)
+
+
+def _case_symlink_inside(tmp):
+    out = _run_folder(tmp / "run")
+    (tmp / "precious").mkdir()
+    (out / "model.safetensors").unlink()
+    (out / "model.safetensors").symlink_to(tmp / "precious")
+    return out, [], dict(overwrite=True)
+
+
+def _case_file(tmp):
+    (tmp / "f").write_text("data")
+    return tmp / "f", [], dict(overwrite=True)
+
+
+def _case_under_file(tmp):
+    (tmp / "f").write_text("data")
+    return tmp / "f" / "run", [], {}
+
+
+def _case_exists_no_flag(tmp):
+    return _run_folder(tmp / "run"), [], {}
+
+
+def _case_both_flags(tmp):
+    return _run_folder(tmp / "run"), [], dict(overwrite=True, resume=True)
+
+
+def _case_resume_not_run(tmp):
+    out = tmp / "x"
+    out.mkdir()
+    (out / "a.txt").write_text("a")
+    return out, [], dict(resume=True)
+
+
+def _case_resume_missing(tmp):
+    return tmp / "nothing", [], dict(resume=True)
+
+
+CASES = [
+    ("thesis.tex in the run folder", _case_thesis, "thesis.tex"),
+    ("a folder pldrop did not make", _case_not_pldrop, "not a pldrop run folder"),
+    ("a user's picture in a run folder", _case_user_png, "holiday.png"),
+    ("a user file inside checkpoints/", _case_nested_user_file, "keep-me.txt"),
+    ("--out equals the corpus folder", _case_out_is_corpus_folder, "holds the run's input"),
+    ("the corpus inside --out", _case_corpus_inside_out, "holds the run's input"),
+    ("the config file inside --out", _case_config_inside_out, "holds the run's input"),
+    ("an input linked into --out", _case_input_symlink_into_out, "holds the run's input"),
+    ("--out ''", _case_empty, "--out is empty"),
+    ("--out .", _case_dot, "current folder"),
+    ("--out a symlink", _case_symlink, "symbolic link"),
+    ("a symlink inside the run folder", _case_symlink_inside, "model.safetensors"),
+    ("--out an existing file", _case_file, "is a file"),
+    ("--out below a file", _case_under_file, "is a file"),
+    ("existing run, neither flag", _case_exists_no_flag, "--resume to continue it or --overwrite"),
+    ("--resume with --overwrite", _case_both_flags, "exclude each other"),
+    ("--resume of a folder pldrop did not make", _case_resume_not_run, "not a pldrop run folder"),
+    ("--resume of a missing folder", _case_resume_missing, "not a pldrop run folder"),
+]
+
+
+@pytest.mark.parametrize("setup,expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_check_out_refuses_hostile_cases(tmp_path, monkeypatch, setup, expected):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    (cwd / "keep.txt").write_text("the current folder's file")
+    monkeypatch.chdir(cwd)
+    out, inputs, kw = setup(tmp_path)
+    before = _snapshot(tmp_path)
+    with pytest.raises(UserError) as e:
+        check_out(out, resume=kw.get("resume", False), overwrite=kw.get("overwrite", False), inputs=inputs)
+    msg = str(e.value)
+    assert expected in msg and "\n" not in msg
+    assert _snapshot(tmp_path) == before  # nothing written, nothing removed
+
+
+def test_read_only_parent_is_refused(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as root: chmod does not stop writes, so the folder is writable indeed")
+        with pytest.raises(UserError, match="not writable"):
+            check_out(ro / "run", resume=False, overwrite=False)
+    finally:
+        ro.chmod(0o755)
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "run"])
+def test_check_out_accepts(tmp_path, kind):
+    out = tmp_path / "run"
+    if kind == "empty":
+        out.mkdir()
+    elif kind == "run":
+        _run_folder(out)
+    check_out(out, resume=False, overwrite=kind == "run", inputs=[tmp_path / "corpus.txt"])
+    if kind == "run":
+        check_out(out, resume=True, overwrite=False)
+
+
+def test_old_run_folders_without_marker_are_run_folders(tmp_path):
+    _run_folder(tmp_path)
+    os.remove(tmp_path / MARKER)
+    assert is_run_folder(tmp_path) and foreign_files(tmp_path) == []
+    os.remove(tmp_path / "pldrop.json")
+    assert not is_run_folder(tmp_path)
+
+
+def test_compare_folder_with_arms(tmp_path):
+    cmp = tmp_path / "cmp"
+    cmp.mkdir()
+    mark_run_folder(cmp, "pldrop compare")
+    for f in ("compare.json", "report.md", "results.json", "val_loss.png", "speedup.png"):
+        (cmp / f).write_text("x")
+    _run_folder(cmp / "baseline")
+    _run_folder(cmp / "pld")
+    assert foreign_files(cmp) == []
+    (cmp / "pld" / "draft.docx").write_text("x")
+    assert foreign_files(cmp) == [cmp / "pld" / "draft.docx"]
+    info = json.loads((cmp / MARKER).read_text())
+    assert info["command"] == "pldrop compare" and "pldrop" in info and "created" in info
+
+
+def test_staged_commit_swaps_and_removes_only_the_old_run(tmp_path):
+    out = _run_folder(tmp_path / "run", {"summary.json": "old"})
+    st = staged(out)
+    assert st.path.is_dir() and st.path.parent == tmp_path and st.path.name.startswith(".run.pldrop-new-")
+    assert _snapshot(out)["summary.json"] == b"old"  # untouched until commit
+    mark_run_folder(st.path, "new")
+    (st.path / "summary.json").write_text("new")
+    st.commit()
+    assert (out / "summary.json").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging, no old copy left
+
+
+def test_staged_commit_refuses_when_a_foreign_file_appeared(tmp_path):
+    out = _run_folder(tmp_path / "run")
+    st = staged(out)
+    (st.path / "summary.json").write_text("new")
+    (out / "added-meanwhile.txt").write_text("x")
+    with pytest.raises(UserError, match="added-meanwhile.txt"):
+        st.commit()
+    assert (out / "added-meanwhile.txt").is_file() and (st.path / "summary.json").is_file()
+
+
+def test_staged_abort_and_context_manager(tmp_path):
+    out = _run_folder(tmp_path / "run")
+    before = _snapshot(out)
+    with pytest.raises(RuntimeError):
+        with staged(out) as st:
+            (st.path / "summary.json").write_text("new")
+            raise RuntimeError("the run failed")
+    assert not st.path.exists() and _snapshot(out) == before
+    with staged(out) as st:
+        (st.path / "summary.json").write_text("new")
+    assert (out / "summary.json").read_text() == "new" and not st.path.exists()
+
+
+def test_abort_keeps_a_staging_folder_with_foreign_files(tmp_path):
+    out = _run_folder(tmp_path / "run")
+    st = staged(out)
+    (st.path / "user.tex").write_text("x")
+    st.abort()
+    assert (st.path / "user.tex").is_file()
+
+
+KILLED = textwrap.dedent("""
+    import os, signal, sys
+    from pldrop.train.rundir import staged
+    st = staged(sys.argv[1])
+    (st.path / "summary.json").write_text("new")
+    os.kill(os.getpid(), signal.SIGKILL)
+""")
+
+
+def test_kill_9_before_commit_leaves_the_old_run_and_the_staging_is_collected(tmp_path):
+    out = _run_folder(tmp_path / "run", {"summary.json": "old"})
+    before = _snapshot(out)
+    p = subprocess.Popen([sys.executable, "-c", KILLED, str(out)])
+    assert p.wait() == -signal.SIGKILL
+    assert _snapshot(out) == before
+    left = [e for e in tmp_path.iterdir() if e.name != "run"]
+    assert [e.name for e in left] == [f".run.pldrop-new-{p.pid}"]
+    st = staged(out)  # the next --overwrite collects the dead process's staging folder
+    assert not left[0].exists()
+    st.abort()
+
+
+def test_kill_between_the_two_renames_is_repaired(tmp_path):
+    out = _run_folder(tmp_path / "run", {"summary.json": "old"})
+    before = _snapshot(out)
+    dead = _dead_pid()
+    new = tmp_path / f".run.pldrop-new-{dead}"
+    new.mkdir()
+    os.rename(out, tmp_path / f".run.pldrop-old-{dead}")  # the state a kill between the renames leaves
+    check_out(out, resume=True, overwrite=False)  # renames the old run back first
+    assert _snapshot(out) == before
+    assert restore_swapped(out) is None
+
+
+def test_run_lock_excludes_a_second_writer_in_process(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    with RunLock(out):
+        assert (out / LOCK).read_text().strip() == str(os.getpid())
+        with pytest.raises(UserError, match=rf"in use by another pldrop process \(PID {os.getpid()}\)"):
+            with RunLock(out):
+                pass
+    with RunLock(out):  # released
+        pass
+
+
+HOLD = textwrap.dedent("""
+    import sys, time
+    from pldrop.train.rundir import RunLock
+    with RunLock(sys.argv[1]):
+        print("locked", flush=True)
+        time.sleep(60)
+""")
+
+
+def test_run_lock_across_processes_and_after_kill_9(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match=f"PID {p.pid}"):
+            RunLock(out).__enter__()
+    finally:
+        p.kill()
+        p.wait()
+    assert (out / LOCK).is_file()  # a stale lock file...
+    with RunLock(out):  # ...does not block: the kernel dropped the dead holder's lock
+        pass
+
+
+def test_collect_stale_tmp_removes_dead_pids_only(tmp_path):
+    dead, alive = _dead_pid(), os.getppid()
+    entries = {
+        f".step-0000020.tmp-{dead}": "dir",
+        f".latest.json.tmp-{dead}": "file",
+        f".abc.tmp-{dead}-1f2e3d4c": "dir",  # the cache's naming (pid, then a random tag)
+        f".step-0000030.tmp-{alive}": "dir",
+        f".step-0000040.tmp-{os.getpid()}": "dir",
+        "step-0000010": "dir",
+        "notes.tmp-x": "file",
+    }
+    for name, kind in entries.items():
+        (tmp_path / name).mkdir() if kind == "dir" else (tmp_path / name).write_text("x")
+    removed = collect_stale_tmp(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(n for n in entries if str(dead) in n)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for n in entries if str(dead) not in n)
+    collect_stale_tmp(tmp_path, include_self=True)
+    assert not (tmp_path / f".step-0000040.tmp-{os.getpid()}").exists()
+    assert collect_stale_tmp(tmp_path / "missing") == []
+
+
+def test_unwritable_parent_is_refused_even_as_root(tmp_path, monkeypatch):
+    """The same check with os.access answering as it does for a non-root user (root passes chmod)."""
+    import pldrop.train.rundir as rundir
+
+    real_access = os.access
+    monkeypatch.setattr(rundir.os, "access", lambda p, mode: False if Path(p) == tmp_path else real_access(p, mode))
+    with pytest.raises(UserError, match="is not writable"):
+        check_out(tmp_path / "run", resume=False, overwrite=False)
+    out = _run_folder(tmp_path / "run")
+    with pytest.raises(UserError, match="written beside"):  # --overwrite stages beside --out
+        check_out(out, resume=False, overwrite=True)
