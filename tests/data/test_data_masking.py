@@ -97,3 +97,61 @@ def test_dataset_pickles_without_copying_the_memmap(bin_file):
     clone = pickle.loads(pickle.dumps(ds))
     assert clone._rows is None
     assert torch.equal(clone.get(1, 0)["labels"], ds.get(1, 0)["labels"])
+
+
+def test_every_sequence_has_a_target_even_at_low_mlm_prob(tmp_path):
+    """seq_len 16, batch 1, mlm_prob 0.01: without the fix most batches had no masked token (NaN loss)."""
+    from pldrop.data.batches import TrainBatches, eval_batches
+
+    rows = _ids(64, 16, seed=3).numpy().astype(np.uint16)
+    rows[:, 1:-1] = _ids(64, 16, seed=4)[:, 1:-1].clamp(min=10).numpy()  # packed rows: no padding inside
+    rows[-1, 8], rows[-1, 9:] = SEP, PAD  # but a short last row
+    path = tmp_path / "x.bin"
+    path.write_bytes(rows.tobytes())
+    kw = dict(n_seqs=64, seq_len=16, dtype="uint16", last_len=9, mask_id=MASK, pad_id=PAD, vocab_size=V,
+              special_ids=SPECIALS, seed=0, mlm_prob=0.01)
+    train, valid = PackedDataset(path, **kw), PackedDataset(path, fixed_masks=True, **kw)
+    raw_draws = 0  # sequences the Bernoulli draw alone leaves without a target, for the record
+    for step, batch in zip(range(300), TrainBatches(train, batch_size=1, seed=0)):
+        n = (batch["labels"] != IGNORE_INDEX).sum().item()
+        assert n >= 1, f"step {step}: no masked token"
+        raw_draws += n == 1
+        sel = batch["labels"] != IGNORE_INDEX
+        assert not torch.isin(batch["labels"][sel], torch.tensor(SPECIALS)).any()  # never a special token
+    assert raw_draws > 200  # at p=0.01 nearly all sequences got exactly the one forced target
+    for batch in eval_batches(valid, batch_size=1):
+        assert (batch["labels"] != IGNORE_INDEX).sum() >= 1
+        sel = batch["labels"] != IGNORE_INDEX
+        assert (batch["attention_mask"][sel] == 1).all()  # not on the last row's padding
+
+
+def test_forced_target_is_seeded_and_leaves_other_masks_unchanged():
+    ids = torch.randint(10, V, (200, 16), generator=torch.Generator().manual_seed(5))
+    ids[:, 0], ids[:, -1] = CLS, SEP
+    a = mask_tokens(ids, generator=torch.Generator().manual_seed(9), mask_id=MASK, vocab_size=V,
+                    special_ids=SPECIALS, mlm_prob=0.05)
+    b = mask_tokens(ids, generator=torch.Generator().manual_seed(9), mask_id=MASK, vocab_size=V,
+                    special_ids=SPECIALS, mlm_prob=0.05)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    n = (a[1] != IGNORE_INDEX).sum(-1)
+    assert (n >= 1).all()
+    # rows the draw already covered are exactly what the plain 80/10/10 draw gives (draws made in the same order)
+    g = torch.Generator().manual_seed(9)
+    special = torch.isin(ids, torch.tensor(SPECIALS))
+    sel = torch.bernoulli(torch.full(ids.shape, 0.05), generator=g).bool() & ~special
+    drawn = sel.any(-1)
+    assert drawn.sum() > 50 and (~drawn).sum() > 50
+    assert torch.equal(a[1][drawn] != IGNORE_INDEX, sel[drawn])
+    assert ((a[1][~drawn] != IGNORE_INDEX).sum(-1) == 1).all()
+    # the forced position moves with the seed
+    c = mask_tokens(ids, generator=torch.Generator().manual_seed(10), mask_id=MASK, vocab_size=V,
+                    special_ids=SPECIALS, mlm_prob=0.05)
+    assert not torch.equal(a[1], c[1])
+
+
+def test_a_row_of_only_special_tokens_stays_without_target():
+    ids = torch.tensor([[CLS, PAD, PAD, SEP], [CLS, 11, 12, SEP]])
+    x, y = mask_tokens(ids, generator=torch.Generator().manual_seed(0), mask_id=MASK, vocab_size=V,
+                       special_ids=SPECIALS, mlm_prob=0.001)
+    assert (y[0] == IGNORE_INDEX).all() and torch.equal(x[0], ids[0])
+    assert (y[1] != IGNORE_INDEX).sum() == 1

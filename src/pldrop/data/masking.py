@@ -23,6 +23,11 @@ def mask_tokens(input_ids: torch.Tensor, *, generator: torch.Generator, mask_id:
     """Select ``mlm_prob`` of the non-special tokens; replace 80 % of those with ``mask_id``,
     10 % with a uniformly random token id, and leave 10 % unchanged.
 
+    Every sequence (row of the last dimension) with a non-special token gets at least one
+    selected token: when the draw selects none, one is chosen from the same seeded stream. A
+    batch therefore never lacks a target, and the masked-LM loss is never 0/0 = NaN (with a
+    short ``seq_len`` or a low ``mlm_prob`` that would otherwise happen).
+
     Args:
         input_ids: integer tensor of any shape, e.g. ``(T,)`` or ``(B, T)``; not modified.
         generator: the CPU generator all draws come from (seed it for reproducible masks).
@@ -48,14 +53,37 @@ def mask_tokens(input_ids: torch.Tensor, *, generator: torch.Generator, mask_id:
     special = torch.isin(ids, torch.tensor(sorted(set(special_ids)), dtype=torch.long))
     prob = torch.full(ids.shape, float(mlm_prob))
     selected = torch.bernoulli(prob, generator=generator).bool() & ~special
-    labels = torch.where(selected, ids, torch.full_like(ids, IGNORE_INDEX))
-    to_mask = torch.bernoulli(torch.full(ids.shape, 0.8), generator=generator).bool() & selected
-    to_random = (torch.bernoulli(torch.full(ids.shape, 0.5), generator=generator).bool()
-                 & selected & ~to_mask)
+    to_mask = torch.bernoulli(torch.full(ids.shape, 0.8), generator=generator).bool()
+    to_random = torch.bernoulli(torch.full(ids.shape, 0.5), generator=generator).bool() & ~to_mask
     random_ids = torch.randint(vocab_size, ids.shape, generator=generator, dtype=torch.long)
-    out = torch.where(to_mask, torch.full_like(ids, mask_id), ids)
-    out = torch.where(to_random, random_ids, out)
+    # Drawn last, so every other draw (and every sequence that already has a selected token) is
+    # as before: a sequence with none gets one non-special position, chosen from the same stream.
+    pick = torch.rand(ids.shape[:-1], generator=generator) if ids.dim() else None
+    if pick is not None:
+        selected = _at_least_one(selected, ~special, pick)
+    labels = torch.where(selected, ids, torch.full_like(ids, IGNORE_INDEX))
+    out = torch.where(to_mask & selected, torch.full_like(ids, mask_id), ids)
+    out = torch.where(to_random & selected, random_ids, out)
     return out, labels
+
+
+def _at_least_one(selected: torch.Tensor, allowed: torch.Tensor, pick: torch.Tensor) -> torch.Tensor:
+    """Select one ``allowed`` position (the ``floor(pick * n_allowed)``-th) in each last-dim row
+    that has none selected, so no sequence -- and no batch -- is without a masked-LM target.
+
+    >>> sel = torch.tensor([[False, False, False, False], [False, True, False, False]])
+    >>> ok = torch.tensor([[False, True, True, False], [True, True, True, True]])
+    >>> _at_least_one(sel, ok, torch.tensor([0.9, 0.0])).int().tolist()
+    [[0, 0, 1, 0], [0, 1, 0, 0]]
+    """
+    n_allowed = allowed.sum(-1)  # (...,)
+    need = (selected.sum(-1) == 0) & (n_allowed > 0)
+    if not need.any():
+        return selected
+    k = (pick * n_allowed).long().clamp(max=(n_allowed - 1).clamp(min=0))  # which allowed position
+    rank = allowed.long().cumsum(-1) - 1  # rank of each allowed position in its row
+    chosen = allowed & (rank == k.unsqueeze(-1)) & need.unsqueeze(-1)
+    return selected | chosen
 
 
 def derive_seed(*parts: int | str) -> int:
