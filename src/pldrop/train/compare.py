@@ -101,9 +101,7 @@ def run(args) -> int:
     from ..errors import UserError
     from .lockstep import train_lockstep
     from .loop import Interrupted, StopSignal, input_paths, report_interrupt
-    from .loop import _rundir
-
-    RunLock, check_out, staged = _rundir()
+    from .rundir import RunLock, check_out, staged
     from .run import PretrainRun
 
     out: Path = args.out

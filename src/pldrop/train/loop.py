@@ -85,7 +85,7 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
         allow_data_change: on resume, accept a changed corpus.
         config_file: the YAML file the config came from (checked not to live inside ``out``).
     """
-    RunLock, check_out, staged = _rundir()
+    from .rundir import RunLock, check_out, staged
 
     out = Path(out)
     stop = StopSignal(immediate=True)
@@ -132,28 +132,6 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             run.close()
         if stage is not None:  # a failure: the old folder stays as it was
             stage.abort()
-
-
-def _rundir():
-    # TEMPORARY until train/rundir.py lands (issue 9): the old checks, no lock, no staging
-    try:
-        from .rundir import RunLock, check_out, staged
-        return RunLock, check_out, staged
-    except ImportError:
-        import shutil
-
-        def check_out(out, resume, overwrite, inputs=()):
-            if out.exists() and not out.is_dir():
-                raise UserError(f"--out {str(out)!r} is a file, not a folder")
-            if resume and overwrite:
-                raise UserError("--resume and --overwrite exclude each other")
-            if not resume and out.exists() and any(out.iterdir()):
-                if not overwrite:
-                    raise UserError(f"run folder {str(out)!r} already exists; pass --resume to continue it or "
-                                    "--overwrite to replace it")
-                shutil.rmtree(out)
-
-        return (lambda out: contextlib.nullcontext()), check_out, None
 
 
 def report_interrupt(command: str, e: Interrupted) -> int:

@@ -23,6 +23,7 @@ import datetime
 import json
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -545,9 +546,19 @@ class PretrainRun:
                  "flops": self.flops, "horizon": self.horizon, "arm": self.cfg.model.arm,
                  "pld": self.ctl.state_dict() if self.ctl is not None else None,
                  "step_times": self.step_times[-HORIZON_WINDOW - 1:], "last_eval": finite_or_none(self.last_eval)}
-        with self.own_rng():  # the checkpoint stores this run's RNG stream
-            save_checkpoint(self.out / "checkpoints", self.model, self.optimizer if self.engine is None else _NoState(),
-                            state)
+        from .rundir import collect_stale_tmp
+
+        root = self.out / "checkpoints"
+        collect_stale_tmp(root)  # half-written checkpoints of killed processes
+        try:
+            with self.own_rng():  # the checkpoint stores this run's RNG stream
+                save_checkpoint(root, self.model, self.optimizer if self.engine is None else _NoState(), state)
+        except OSError as e:
+            collect_stale_tmp(root, pattern=re.compile(r"\.tmp-(\d+)"), include_self=True)
+            last = latest_checkpoint(root)
+            kept = f"the last good checkpoint ({last.name}) is intact" if last else "no earlier checkpoint exists"
+            raise UserError(f"cannot write a checkpoint in {str(root)!r} ({e.strerror or e}); {kept} -- free some "
+                            "space and continue with --resume") from None
 
     def write_pld_info(self) -> None:
         if self.main:
@@ -611,10 +622,8 @@ def _read_json(path: Path) -> dict:
 
 
 def _mark(out: Path, command: str | None) -> None:
-    try:
-        from .rundir import mark_run_folder
-    except ImportError:  # pragma: no cover
-        return
+    from .rundir import mark_run_folder
+
     mark_run_folder(out, command or " ".join(sys.argv))
 
 
