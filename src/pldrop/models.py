@@ -62,6 +62,77 @@ def preset_config(preset: str, arm: str, vocab_size: int, seq_len: int = 128, **
     return BertConfig(**kwargs) if post_ln else RobertaPreLayerNormConfig(**kwargs)
 
 
+MODEL_TYPES = ("bert", "roberta-prelayernorm")
+
+
+def read_config_file(config_file: str | Path) -> dict[str, Any]:
+    """The JSON object of an HF ``config.json`` for :func:`build_model`, or a one-line UserError.
+
+    Checks that the file exists, is JSON, holds an object and names a model type pldrop builds.
+    """
+    path = Path(config_file)
+    if not path.is_file():
+        raise UserError(f"model config file {str(path)!r} does not exist")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"model config file {str(path)!r} is not valid JSON: {str(e).splitlines()[0][:200]}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"model config file {str(path)!r} holds a JSON {type(raw).__name__}; it must hold an "
+                        "object of config keys (an HF config.json)")
+    if raw.get("model_type") not in MODEL_TYPES:
+        raise UserError(f"model config {str(path)!r} has model_type={raw.get('model_type')!r}; "
+                        "use 'bert' (Post-LN) or 'roberta-prelayernorm' (Pre-LN)")
+    return raw
+
+
+def check_config_file(config_file: str | Path, seq_len: int, arm: str | None = None) -> dict[str, Any]:
+    """Check an HF ``config.json`` before anything is built: sizes, heads, activation, positions.
+
+    Args:
+        config_file: the JSON file.
+        seq_len: the longest sequence the run feeds (``data.seq_len``).
+        arm: the arm (unused for the checks; named in messages).
+
+    RoBERTa-style models (``roberta-prelayernorm``, the Pre-LN arms) number positions from
+    ``pad_token_id + 1``, so they need ``max_position_embeddings >= seq_len + pad_token_id + 1``;
+    BERT needs ``>= seq_len``.
+    """
+    from transformers import AutoConfig
+    from transformers.activations import ACT2FN
+
+    raw = read_config_file(config_file)
+    where = f"model config {str(config_file)!r}"
+    try:
+        cfg = AutoConfig.for_model(**{k: v for k, v in raw.items() if k != "vocab_size"})
+    except Exception as e:  # noqa: BLE001 - transformers raises many types for bad values
+        raise UserError(f"{where} is not a valid {raw['model_type']} config: {' '.join(str(e).split())[:240]}") from None
+    ints = {k: getattr(cfg, k, None) for k in ("num_hidden_layers", "hidden_size", "num_attention_heads",
+                                               "intermediate_size", "max_position_embeddings")}
+    for key, value in ints.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{where}: {key}={value!r} must be an integer >= 1")
+    if cfg.hidden_size % cfg.num_attention_heads:
+        raise UserError(f"{where}: num_attention_heads={cfg.num_attention_heads} does not divide "
+                        f"hidden_size={cfg.hidden_size}; choose heads that divide it")
+    act = cfg.hidden_act
+    if not isinstance(act, str) or act not in ACT2FN:
+        raise UserError(f"{where}: hidden_act={act!r} is not known; use one of {', '.join(sorted(ACT2FN))}")
+    offset = 0
+    if raw["model_type"] != "bert":
+        pad = getattr(cfg, "pad_token_id", None)
+        offset = (pad if isinstance(pad, int) and pad >= 0 else 0) + 1
+    if cfg.max_position_embeddings < seq_len + offset:
+        extra = f" + {offset} (positions start after pad_token_id)" if offset else ""
+        raise UserError(f"{where}: max_position_embeddings={cfg.max_position_embeddings} is too small for "
+                        f"data.seq_len={seq_len}; it needs at least {seq_len + offset} (seq_len{extra})")
+    for key in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
+        v = getattr(cfg, key, 0.0)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 <= v < 1:
+            raise UserError(f"{where}: {key}={v!r} must be in [0, 1)")
+    return raw
+
+
 def build_model(
     arm: str,
     vocab_size: int,
@@ -85,18 +156,7 @@ def build_model(
     from transformers import AutoConfig, AutoModelForMaskedLM
 
     if config_file is not None:
-        path = Path(config_file)
-        if not path.is_file():
-            raise UserError(f"model config file {str(path)!r} does not exist")
-        try:
-            raw = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"model config file {str(path)!r} is not valid JSON: {e}") from None
-        if raw.get("model_type") not in ("bert", "roberta-prelayernorm"):
-            raise UserError(
-                f"model config {str(path)!r} has model_type={raw.get('model_type')!r}; "
-                "use 'bert' (Post-LN) or 'roberta-prelayernorm' (Pre-LN)"
-            )
+        raw = check_config_file(config_file, seq_len, arm)
         raw.update(vocab_size=vocab_size, **overrides)
         config = AutoConfig.for_model(**raw)
     else:

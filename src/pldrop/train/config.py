@@ -27,6 +27,18 @@ def _check(ok: bool, key: str, value: Any, accepted: str) -> None:
         raise UserError(f"{key}={value!r} is out of range: {accepted}")
 
 
+def _finite(value: Any) -> bool:
+    """A real number that is neither NaN nor infinite (comparisons alone let ``inf`` through).
+
+    >>> _finite(1e-3), _finite(float("inf")), _finite(float("nan")), _finite(None)
+    (True, False, False, False)
+    """
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+SEED_LIMIT = 2**63  # torch.manual_seed and the hash salts take seeds below this
+
+
 @dataclass
 class DataConfig:
     corpus: list[str] = field(default_factory=lambda: ["wiki-vital"])  # recipe names, files, folders, globs, hf:NAME
@@ -50,6 +62,11 @@ class DataConfig:
         _check(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
         _check(self.val_max_seqs >= 0, "data.val_max_seqs", self.val_max_seqs, "must be >= 0")
         _check(0 < self.mlm_prob < 1, "data.mlm_prob", self.mlm_prob, "must be in (0, 1)")
+        if self.cache_dir is not None:
+            _check(str(self.cache_dir).strip() != "", "data.cache_dir", self.cache_dir, "give a folder")
+            cache = Path(self.cache_dir).expanduser()
+            _check(not cache.exists() or cache.is_dir(), "--cache-dir", self.cache_dir,
+                   "it is a file; give a folder (created if missing)")
 
 
 @dataclass
@@ -64,6 +81,10 @@ class ModelConfig:
         _check(self.arm in ARMS, "model.arm", self.arm, f"use one of {', '.join(ARMS)}")
         _check(self.preset in PRESETS, "model.preset", self.preset, f"use one of {', '.join(PRESETS)}")
         _check(0 <= self.dropout < 1, "model.dropout", self.dropout, "must be in [0, 1)")
+        if self.config_file is not None:
+            from ..models import read_config_file
+
+            read_config_file(self.config_file)  # a readable JSON object with a known model type
 
     @property
     def uses_pld(self) -> bool:
@@ -91,19 +112,24 @@ class OptimConfig:
     def __post_init__(self):
         if self.lr is not None:
             _check(0 < self.lr < 1, "optim.lr", self.lr, "must be in (0, 1)")
+        _check(0 <= self.beta1 < 1, "optim.beta1", self.beta1, "must be in [0, 1)")
+        _check(0 <= self.beta2 < 1, "optim.beta2", self.beta2, "must be in [0, 1)")
+        _check(_finite(self.eps) and self.eps > 0, "optim.eps", self.eps, "must be a finite number > 0")
         _check(self.schedule in ("linear", "exp", "constant"), "optim.schedule", self.schedule,
                "use linear, exp or constant")
         _check(0 <= self.warmup_ratio < 1, "optim.warmup_ratio", self.warmup_ratio, "must be in [0, 1)")
         _check(0 < self.exp_decay_rate <= 1, "optim.exp_decay_rate", self.exp_decay_rate, "must be in (0, 1]")
         _check(self.exp_decay_every >= 1, "optim.exp_decay_every", self.exp_decay_every, "must be >= 1")
-        _check(self.clip_grad >= 0, "optim.clip_grad", self.clip_grad, "must be >= 0")
+        _check(_finite(self.clip_grad) and self.clip_grad >= 0, "optim.clip_grad", self.clip_grad,
+               "must be a finite number >= 0 (0 = no clipping)")
         _check(self.grad_accum >= 1, "optim.grad_accum", self.grad_accum, "must be >= 1")
         _check(self.batch_size >= 1, "optim.batch_size", self.batch_size, "must be >= 1")
         if self.bf16 is not None:
             self.precision = "bf16" if self.bf16 else "fp32"
             self.bf16 = None
         _check(self.precision in ("fp32", "bf16", "auto"), "optim.precision", self.precision, "use fp32, bf16 or auto")
-        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, "must be >= 0")
+        _check(_finite(self.weight_decay) and self.weight_decay >= 0, "optim.weight_decay", self.weight_decay,
+               "must be a finite number >= 0")
 
 
 @dataclass
@@ -132,7 +158,8 @@ class BudgetConfig:
         set_ = [k for k in ("max_steps", "max_samples", "max_minutes") if getattr(self, k) is not None]
         _check(len(set_) <= 1, "budget", set_, "give only one of max_steps, max_samples, max_minutes")
         for k in set_:
-            _check(getattr(self, k) > 0, f"budget.{k}", getattr(self, k), "must be > 0")
+            _check(_finite(getattr(self, k)) and getattr(self, k) > 0, f"budget.{k}", getattr(self, k),
+                   "must be a finite number > 0")
         if self.horizon_steps is not None:
             _check(self.horizon_steps >= 1, "budget.horizon_steps", self.horizon_steps, "must be >= 1")
         if not set_:
@@ -161,6 +188,13 @@ class TrainConfig:
         _check(not (self.fsdp and self.deepspeed), "fsdp", self.fsdp, "--fsdp and --deepspeed exclude each other")
         if self.deepspeed is not None and not Path(self.deepspeed).is_file():
             raise UserError(f"--deepspeed {self.deepspeed!r}: no such file")
+        _check(0 <= self.seed < SEED_LIMIT, "seed", self.seed, f"must be in [0, 2**63) = [0, {SEED_LIMIT})")
+        if self.threads is not None:
+            _check(self.threads >= 1, "threads", self.threads, "must be >= 1 (leave it unset for torch's choice)")
+        if self.model.config_file is not None:
+            from ..models import check_config_file
+
+            check_config_file(self.model.config_file, self.data.seq_len, self.model.arm)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -211,10 +245,16 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return value
         raise UserError(f"{key}={value!r} must be true or false")
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+        if (isinstance(value, bool) or not isinstance(value, (int, float))
+                or (isinstance(value, float) and not math.isfinite(value)) or int(value) != value):
             raise UserError(f"{key}={value!r} must be an integer")
         return int(value)
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{key}={value!r} must be a number")
         return float(value)
@@ -240,8 +280,8 @@ def _build(cls, data: dict[str, Any], prefix: str = ""):
         if key not in types:
             raise _unknown(prefix + key, list(types))
         tp = types[key]
-        if dataclasses.is_dataclass(tp):
-            kwargs[key] = _build(tp, value or {}, prefix + key + ".")
+        if dataclasses.is_dataclass(tp):  # a section: a mapping, or empty (`optim:` alone)
+            kwargs[key] = _build(tp, {} if value is None else value, prefix + key + ".")
         else:
             kwargs[key] = _coerce(prefix + key, value, tp)
     try:
