@@ -140,18 +140,14 @@ def check_out(out: Path, *, resume: bool, overwrite: bool, inputs=()) -> None:
     if overwrite and out.is_dir() and not os.access(real.parent, os.W_OK | os.X_OK):
         raise UserError(f"--overwrite: the new run is written beside {str(out)!r}, but {str(real.parent)!r} "
                         "is not writable")
-    for given in inputs:
-        p = Path(given).expanduser().resolve()
-        if real == p or _inside(p, real):
-            raise UserError(f"--out {str(out)!r} holds the run's input {str(given)!r}; choose another folder")
     if resume:
         if not out.is_dir() or not is_run_folder(out):
             raise UserError(f"--resume: {str(out)!r} is not a pldrop run folder (no config.yaml / {MARKER})")
         return
-    for p in inputs:  # a resumed run may read its own tokenizer; a new one must not write over its inputs
-        p = Path(p).resolve()
+    for given in inputs:  # a resumed run may read its own tokenizer; a new one must not write over its inputs
+        p = Path(given).expanduser().resolve()
         if real == p or _inside(p, real):
-            raise UserError(f"--out {str(out)!r} holds the run's input {str(p)!r}; choose another folder")
+            raise UserError(f"--out {str(out)!r} holds the run's input {str(given)!r}; choose another folder")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:
