@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     from .errors import UserError
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from .integrations import defer_deepspeed_probe
+
+    defer_deepspeed_probe()  # DeepSpeed loads only for --deepspeed (accelerate would import it on every save)
     old = _early_signals()  # until a command installs its own handler: stop cleanly, nothing written yet
     command = "pldrop"
     try:

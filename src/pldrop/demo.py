@@ -34,6 +34,13 @@ def run(args) -> int:
 
     if args.steps < 1 or args.batch_size < 1 or args.seq_len < 8:
         raise UserError("--steps and --batch-size must be >= 1 and --seq-len >= 8")
+    if not 0 < args.theta_bar <= 1:  # also NaN
+        raise UserError(f"--theta-bar {args.theta_bar}: θ̄ is a keep probability, give a value in (0, 1]")
+    if not 0 <= args.seed < 2**63:
+        raise UserError(f"--seed {args.seed}: give a seed in [0, 2**63)")
+    if args.seq_len > 4096 or args.batch_size > 4096 or args.steps > 100_000:
+        raise UserError("the demo is a short run on synthetic data: give --seq-len and --batch-size <= 4096 and "
+                        "--steps <= 100000 (use pldrop pretrain for real runs)")
     reexec_with_tcmalloc("demo")  # stable CPU timings (glibc malloc makes them swing)
     vocab = 1000
     g = torch.Generator().manual_seed(args.seed)
