@@ -191,8 +191,14 @@ def test_bench_converge_quick_and_resume(tmp_path, capsys):
     assert again["targets"] == conv["targets"] and again["arms"] == conv["arms"]
 
 
-def test_converge_speedup_curve_recomputes(tmp_path):
-    """The speed-up curve along Post-LN's validation curve, recomputed target by target, seed by seed."""
+def test_converge_speedup_curve_recomputes(tmp_path, monkeypatch):
+    """The speed-up curve along Post-LN's validation curve, recomputed target by target, seed by seed.
+
+    A tiny model does not get below the unigram loss in 30 steps, and targets start below it, so the
+    plateau is switched off here: this test is about the curve's arithmetic, not about the claim."""
+    import pldrop.reporting.protocol as protocol
+
+    monkeypatch.setattr(protocol, "unigram_of", lambda runner: None)
     out = tmp_path / "conv"
     assert main(["bench", "converge", "--out", str(out), *TINY, "--seeds", "2", "--max-steps", "30",
                  "--sweep-lrs", "1e-3"]) == 0

@@ -226,22 +226,20 @@ def reexec_with_tcmalloc(args) -> None:
 
 
 def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless resuming or overwriting."""
+    """Refuse a non-empty ``out`` unless resuming or overwriting; ``--overwrite`` empties only a folder
+    pldrop made and that holds nothing pldrop did not write (:func:`pldrop.train.rundir.check_out`),
+    after the command's inputs were checked."""
     import shutil
 
-    from .errors import UserError
+    from .train.command_line import command_line
+    from .train.rundir import MARKER, check_out, mark_run_folder
 
-    if resume and overwrite:
-        raise UserError("--resume and --overwrite exclude each other")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: is a file, not a folder")
-    if out.exists() and any(out.iterdir()):
-        if overwrite:
-            shutil.rmtree(out)
-        elif not resume:
-            raise UserError(f"--out {out}: already exists; pass --resume to reuse its finished runs, --overwrite to "
-                            f"replace it, or choose another folder")
+    check_out(out, resume=resume and out.is_dir() and any(out.iterdir()), overwrite=overwrite)
+    if overwrite and out.is_dir() and any(out.iterdir()):
+        shutil.rmtree(out)  # checked above: a pldrop folder holding only what pldrop wrote
     out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARKER).is_file():
+        mark_run_folder(out, command_line())
 
 
 def machine(start_load: float | None = None) -> dict[str, Any]:

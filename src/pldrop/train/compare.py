@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .command_line import command_line
+
 DEFAULT_ARMS = ["baseline", "preln", "pld"]
 # The default recipe (benchmarks/README.md, "A default that learns"): every arm gets DEFAULT_MINUTES of
 # training; Pre-LN arms follow Cramming (no dropout, high peak rate, short warm-up, masked-only head).
@@ -144,7 +146,7 @@ def run(args) -> int:
             work = stage.path if stage is not None else out
             data = None  # prepared once, by the first arm, and shared
             for name, cfg in cfgs.items():
-                runs[name] = r = PretrainRun(cfg, work / name, progress=progress, command=_command(),
+                runs[name] = r = PretrainRun(cfg, work / name, progress=progress, command=command_line(),
                                              resume=args.resume and (work / name / "config.yaml").is_file())
                 r.prepare_data(data)
                 data, r.show_progress = r.data, False
@@ -172,7 +174,7 @@ def run(args) -> int:
                 raise Interrupted(stop.name, f"every arm saved a checkpoint; continue with "
                                              f"pldrop compare --resume --out {work}")
             summaries = {arm: r.finish() for arm, r in runs.items()}
-            meta = {"command": _command(), "machine": _machine(), "load_start": load_start, "load_end": _loadavg(),
+            meta = {"command": command_line(), "machine": _machine(), "load_start": load_start, "load_end": _loadavg(),
                     "protocol": "lockstep: all arms in one process, one optimizer step at a time, the arm with the "
                                 "least training time first; validation at the same sample counts",
                     "summaries": summaries}
@@ -237,8 +239,8 @@ def _write_compare_file(work: Path, arms: list[str], seeds: list[int], resumed: 
 
     work.mkdir(parents=True, exist_ok=True)
     if not (work / COMPARE_FILE).is_file():
-        _mark(work, _command())
-    atomic_write_text(work / COMPARE_FILE, json.dumps({"arms": arms, "seeds": seeds, "command": _command(),
+        _mark(work, command_line())
+    atomic_write_text(work / COMPARE_FILE, json.dumps({"arms": arms, "seeds": seeds, "command": command_line(),
                                                            "resumed": resumed}, indent=1))
 
 
@@ -301,12 +303,6 @@ def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigr
 def print_summary(res: dict[str, Any]) -> None:
     for line in res.get("summary_lines", []):
         print(line)
-
-
-def _command() -> str:
-    import shlex
-
-    return " ".join(["pldrop", *map(shlex.quote, sys.argv[1:])])
 
 
 def _loadavg() -> list[float] | None:

@@ -624,7 +624,9 @@ def _read_json(path: Path) -> dict:
 def _mark(out: Path, command: str | None) -> None:
     from .rundir import mark_run_folder
 
-    mark_run_folder(out, command or " ".join(sys.argv))
+    from .command_line import command_line
+
+    mark_run_folder(out, command or command_line())
 
 
 def _truncate_metrics(path: Path, step: int) -> None:
