@@ -190,19 +190,6 @@ def test_seeds_give_mean_std_and_are_reproducible(tiny_model, keyword_data, tmp_
     assert read_tsv(tmp_path / "one" / "predictions_dev.tsv") == seed1
 
 
-def test_overwrite_replaces_only_our_files(tiny_model, keyword_data, tmp_path, capsys):
-    out = tmp_path / "ft"
-    out.mkdir()
-    (out / "notes.txt").write_text("mine")
-    (out / "predictions_old.tsv").write_text("stale")
-    args = ["finetune", "--model", str(tiny_model), "--task", "kw", "--data", str(keyword_data), "--out", str(out),
-            "--max-steps", "2", *FAST]
-    assert main(args) == 2
-    assert "predictions_old.tsv" in capsys.readouterr().err
-    assert main([*args, "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "predictions_dev.tsv", "results.json"]
-
-
 # --- pldrop pretrain run folders ----------------------------------------------------------------
 
 

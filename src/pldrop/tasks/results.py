@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ import numpy as np
 from pldrop.errors import UserError
 
 RESULTS = "results.json"
-_OURS = ("results.json", "predictions_*.tsv", "model", "model_seed*")
+_OURS = ("results.json", "predictions_*.tsv", "model", "model_seed*", "model_lr*")
+"""Names of what a run writes into its folder (``model*_lr*``: a grid's checkpoints until it ends)."""
 
 
 def _ours(out: Path) -> list[Path]:
@@ -64,8 +66,9 @@ def _listed(out: Path) -> list[str]:
         if settings.get("save_model"):
             seeds = settings.get("seeds") or []
             names.update(["model"] if len(seeds) == 1 else [f"model_seed{s}" for s in seeds])
-    # a name is one entry of the folder, never a path out of it
-    return sorted(n for n in names if n and "/" not in n and "\\" not in n and n not in (".", ".."))
+    # one entry of the folder named as pldrop names its output: never a path out of it, never
+    # another file a damaged or edited results.json might list
+    return sorted(n for n in names if "/" not in n and "\\" not in n and any(fnmatch(n, p) for p in _OURS))
 
 
 def _remove(path: Path) -> None:
