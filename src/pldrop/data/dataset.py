@@ -10,6 +10,13 @@ The token key hashes the corpus content, the tokenizer's vocabulary/normalizer, 
 the split seed and fraction; a folder is written under a temporary name and renamed into
 place, so a crash or a concurrent run never leaves a half-written cache. Documents stream
 through in batches: the corpus is never held in memory.
+
+Caches repair themselves: every entry carries ``manifest.json`` (size and SHA-256 of its small
+files, size of its token files), checked when the entry is opened along with the JSON and
+the sizes ``meta.json`` implies; a damaged entry (a file removed, truncated or edited) is
+rebuilt with a one-line notice on stderr. Temporary folders of killed builds (``.KEY.tmp-PID-…``)
+are collected once their process is gone. Entries written before manifests existed are
+checked for JSON and sizes only.
 """
 
 from __future__ import annotations
@@ -69,13 +76,83 @@ def _key(*parts: object) -> str:
     return hashlib.sha256("\x1f".join(map(str, parts)).encode()).hexdigest()[:20]
 
 
+MANIFEST = "manifest.json"
+HASHED_MAX = 64 << 20  # small files are hashed in the manifest; .bin token files and big ones by size only
+
+
+def write_manifest(folder: Path) -> None:
+    """Record every file of a cache entry: size, and SHA-256 of its small files (``meta.json``, the tokenizer's)."""
+    from pldrop.data.wheels import sha256_file
+
+    files = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.name != MANIFEST:
+            size = f.stat().st_size
+            hashed = f.suffix != ".bin" and size <= HASHED_MAX  # token files: by size (meta.json fixes it)
+            files[f.name] = {"size": size, "sha256": sha256_file(f) if hashed else None}
+    (folder / MANIFEST).write_text(json.dumps({"files": files}, indent=1) + "\n")
+
+
+def check_manifest(folder: Path) -> str | None:
+    """Why ``folder`` no longer matches its manifest (a file missing, resized or edited), or None.
+
+    A folder without a manifest (written by an older pldrop) passes.
+    """
+    from pldrop.data.wheels import sha256_file
+
+    path = folder / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        files = json.loads(path.read_text(encoding="utf-8"))["files"]
+        items = list(files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"{MANIFEST} is unreadable"
+    for name, want in items:
+        f = folder / name
+        try:
+            if not f.is_file():
+                return f"{name} is missing"
+            if f.stat().st_size != want["size"]:
+                return f"{name} has {f.stat().st_size} bytes, not {want['size']}"
+            if want.get("sha256") and sha256_file(f) != want["sha256"]:
+                return f"{name} was modified (checksum)"
+        except (OSError, TypeError, KeyError) as e:
+            return f"{name} cannot be checked ({e})"
+    return None
+
+
+def _notice(what: str, folder: Path, why: str) -> None:
+    print(f"pldrop: the cached {what} in {folder} is damaged ({why}); rebuilding it", file=sys.stderr)
+
+
+def _discard(folder: Path) -> None:
+    """Move a damaged cache entry out of the way (atomic), then delete it."""
+    aside = folder.parent / f".{folder.name}.damaged-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        os.rename(folder, aside)
+    except FileNotFoundError:  # another process discarded it first
+        return
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _collect_stale(folder: Path) -> None:
+    """Remove temporary and discarded entries left in ``folder`` by killed processes."""
+    import re
+
+    from pldrop.train.rundir import collect_stale_tmp
+
+    collect_stale_tmp(folder, pattern=re.compile(r"\.(?:tmp|damaged)-(\d+)-[0-9a-f]{8}$"))
+
+
 def _atomic_dir(target: Path, build: Callable[[Path], None]) -> None:
-    """Run ``build(tmp)`` in a fresh sibling folder, then rename it to ``target``."""
+    """Run ``build(tmp)`` in a fresh sibling folder, write its manifest, then rename it to ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.parent / f".{target.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()
     try:
         build(tmp)
+        write_manifest(tmp)
         try:
             os.rename(tmp, target)
         except OSError:  # another process finished first; its copy is as good as ours
@@ -187,6 +264,63 @@ def open_split(folder: Path, split: str, tokenizer, meta: dict, *, seed: int,
                          mlm_prob=mlm_prob, fixed_masks=split == "valid")
 
 
+def token_cache_problem(folder: Path, tokenizer_fp: str | None = None) -> str | None:
+    """Why the token cache entry ``folder`` cannot be used, or None when it is sound.
+
+    Checks the manifest, that ``meta.json`` is a JSON object of this format with sane counts,
+    that each ``.bin`` holds exactly ``n_seqs * seq_len`` tokens, and (if given) that it was
+    made with the tokenizer whose fingerprint is ``tokenizer_fp``.
+    """
+    if not (folder / "meta.json").is_file():
+        return "meta.json is missing"
+    why = check_manifest(folder)
+    if why:
+        return why
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"meta.json is not JSON ({str(e).splitlines()[0][:80]})"
+    try:
+        seq_len, dtype = meta["seq_len"], meta["dtype"]
+        if meta.get("format") != FORMAT_VERSION or dtype not in ("uint16", "uint32"):
+            return f"meta.json has format {meta.get('format')!r} / dtype {dtype!r}"
+        if tokenizer_fp is not None and meta.get("tokenizer_fingerprint") not in (None, tokenizer_fp):
+            return "made with another tokenizer"
+        for split in ("train", "valid"):
+            s = meta["splits"][split]
+            n, last = s["n_seqs"], s["last_len"]
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (n, last, seq_len)) \
+                    or n < 0 or not 0 < last <= seq_len:
+                return f"meta.json has bad counts for {split}"
+            path = folder / f"{split}.bin"
+            want = n * seq_len * np.dtype(dtype).itemsize
+            have = path.stat().st_size if path.is_file() else (0 if n == 0 else -1)
+            if have != want:
+                return f"{split}.bin has {have} bytes, meta.json implies {want}" if have >= 0 else \
+                    f"{split}.bin is missing"
+    except (KeyError, TypeError, AttributeError) as e:
+        return f"meta.json lacks {e}"
+    return None
+
+
+def tokenizer_cache_problem(folder: Path) -> str | None:
+    """Why the cached tokenizer in ``folder`` cannot be used (missing or damaged files), or None."""
+    path = folder / "tokenizer.json"
+    if not path.is_file():
+        return "tokenizer.json is missing"
+    why = check_manifest(folder)
+    if why:
+        return why
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        vocab = data["model"]["vocab"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"tokenizer.json is not a tokenizer ({type(e).__name__})"
+    if not isinstance(vocab, dict) or len(vocab) <= 5:  # the five special tokens alone: no vocabulary
+        return "tokenizer.json has no vocabulary"
+    return None
+
+
 def _check_args(seq_len: int, val_fraction: float, mlm_prob: float) -> None:
     if not isinstance(seq_len, int) or seq_len < 8:
         raise UserError(f"seq_len must be an integer >= 8, got {seq_len!r}")
@@ -226,6 +360,11 @@ def prepare_data(sources: list[str] | str, *, seq_len: int = 128, vocab_size: in
     _check_args(seq_len, val_fraction, mlm_prob)
     sources = as_list(sources)
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    if cache.exists() and not cache.is_dir():
+        raise UserError(f"the pldrop cache {str(cache)!r} is a file; give a folder with --cache-dir "
+                        "(or $PLDROP_CACHE)")
+    for sub in ("tokenizers", "tokens"):
+        _collect_stale(cache / sub)
 
     def docs() -> Iterator[str]:
         return load_documents(sources, text_field=text_field, text_column=text_column,
@@ -238,27 +377,45 @@ def prepare_data(sources: list[str] | str, *, seq_len: int = 128, vocab_size: in
     else:
         tok_dir = cache / "tokenizers" / _key(FORMAT_VERSION, corpus_fp, vocab_size, lowercase,
                                               seed, val_fraction)
-        if not (tok_dir / "tokenizer.json").is_file():
+        why = tokenizer_cache_problem(tok_dir) if tok_dir.exists() else "absent"
+        tokenizer = None
+        if why is None:
+            try:
+                tokenizer = load_tokenizer(tok_dir)
+            except UserError as e:
+                why = str(e)[:160]
+        if tokenizer is None:
+            if why != "absent":
+                _notice("tokenizer", tok_dir, why)
+                _discard(tok_dir)
             scanner = SplitScanner(seed, val_fraction)
             texts = (d for d in docs() if not scanner.add(d))  # the scan rides along
             bars = sys.stderr.isatty() if progress is None else progress
             _atomic_dir(tok_dir, lambda tmp: train_wordpiece(texts, vocab_size, lowercase, tmp,
                                                              show_progress=bars))
             plan = scanner.plan()
-        tokenizer = load_tokenizer(tok_dir)
+            tokenizer = load_tokenizer(tok_dir)
     if out_tokenizer_dir is not None:
         tokenizer.save_pretrained(str(out_tokenizer_dir))
 
     tok_fp = tokenizer_fingerprint(tokenizer)
     folder = cache / "tokens" / _key(FORMAT_VERSION, corpus_fp, tok_fp, seq_len, seed, val_fraction)
     credits = credits_for(sources)
-    if not (folder / "meta.json").is_file():
+    why = token_cache_problem(folder, tok_fp) if folder.exists() else "absent"
+    if why is not None:
+        if why != "absent":
+            _notice("token files", folder, why)
+            _discard(folder)
         plan = plan or plan_split(docs(), seed, val_fraction)
         info = {"sources": sources, "corpus_fingerprint": corpus_fp,
                 "tokenizer_fingerprint": tok_fp, "seed": seed, "val_fraction": val_fraction,
                 "credits": credits}
         _atomic_dir(folder, lambda tmp: build_token_cache(tmp, docs, plan, tokenizer, seq_len,
                                                           info, progress))
+        why = token_cache_problem(folder, tok_fp)
+        if why is not None:  # what was just built must be sound
+            raise UserError(f"the token cache {str(folder)!r} could not be built soundly ({why}); check the "
+                            "disk (space, permissions) and the cache folder")
     meta = json.loads((folder / "meta.json").read_text())
     train = open_split(folder, "train", tokenizer, meta, seed=seed, mlm_prob=mlm_prob)
     valid = open_split(folder, "valid", tokenizer, meta, seed=seed, mlm_prob=mlm_prob)
