@@ -207,6 +207,9 @@ def test_tampered_or_truncated_checkpoint_is_refused(tmp_path, capsys):
 
     state["files"]["optimizer.pt"] = hashlib.sha256((ck / "optimizer.pt").read_bytes()).hexdigest()
     (ck / "state.json").write_text(json.dumps(state))
+    sums = json.loads((ck / "manifest.json").read_text())  # and in the manifest, which covers state.json
+    sums["sha256"].update({f: hashlib.sha256((ck / f).read_bytes()).hexdigest() for f in ("optimizer.pt", "state.json")})
+    (ck / "manifest.json").write_text(json.dumps(sums))
     _exit2(capsys, ["pretrain", "--out", str(out), "--resume", "--max-steps", "4", "--no-progress"], "cannot be loaded")
     assert not (tmp_path / "pwned").exists()
     # truncated weights

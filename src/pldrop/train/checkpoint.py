@@ -5,9 +5,13 @@ Layout under ``<run>/checkpoints/``: one folder per checkpoint (``step-000120/``
 naming the newest complete one. A checkpoint folder is written under a temporary name and
 renamed into place, then ``latest.json`` is replaced atomically (temporary file, then
 ``os.replace``); only then are older folders removed. A kill at any point leaves the last
-good checkpoint in place. ``state.json`` records each file's SHA-256, so a truncated or
-edited file is refused on load; tensors load through safetensors and
-``torch.load(weights_only=True)``, never plain pickle.
+good checkpoint in place. ``manifest.json``, written last, records the SHA-256 of every file,
+``state.json`` included, so a truncated or edited file is refused on load; tensors load through
+safetensors and ``torch.load(weights_only=True)``, never plain pickle. Checkpoints written before
+``manifest.json`` existed are still accepted: their ``state.json`` lists the other files' hashes,
+which are checked, but ``state.json`` itself is not covered. Temporary folders and files of killed
+saves (``.step-N.tmp-PID``, ``.latest.json.tmp-PID``) are removed by the next save once their
+process is gone.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ..data.wheels import sha256_file as _sha256
 from ..errors import UserError
 
 FILES = ("model.safetensors", "optimizer.pt", "rng.pt")
+MANIFEST = "manifest.json"  # SHA-256 of FILES and state.json
 
 
 def _fsync_write(path: Path, text: str) -> None:
@@ -46,7 +51,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     state: dict[str, Any], keep: int = 2) -> Path:
     """Write a checkpoint for ``state['step']`` under ``root`` and point ``latest.json`` at it."""
+    from .rundir import collect_stale_tmp
+
     root.mkdir(parents=True, exist_ok=True)
+    collect_stale_tmp(root)  # half-written checkpoints of killed processes (disk full, kill -9)
     name = f"step-{int(state['step']):07d}"
     tmp = root / f".{name}.tmp-{os.getpid()}"
     if tmp.exists():
@@ -62,6 +70,8 @@ def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: torch.optim.O
     torch.save(rng, tmp / "rng.pt")
     state = dict(state, files={f: _sha256(tmp / f) for f in FILES})
     _fsync_write(tmp / "state.json", json.dumps(state, indent=1))
+    sums = {**state["files"], "state.json": _sha256(tmp / "state.json")}
+    _fsync_write(tmp / MANIFEST, json.dumps({"sha256": sums}, indent=1))
     final = root / name
     if final.exists():
         shutil.rmtree(final)
@@ -89,13 +99,29 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model, optimizer and RNG from ``path``; returns ``state.json``'s content."""
+    """Restore model, optimizer and RNG from ``path``; returns ``state.json``'s content.
+
+    Every file is checked against ``manifest.json`` first (``state.json`` included); a checkpoint
+    without one (pldrop before 0.2) is checked against the hashes its ``state.json`` lists.
+    """
+    manifest = path / MANIFEST
+    if manifest.exists():
+        try:
+            sums = json.loads(manifest.read_text(encoding="utf-8"))["sha256"]
+            expected = {f: sums[f] for f in (*FILES, "state.json")}
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise UserError(f"checkpoint {str(path)!r} is damaged: {MANIFEST} unreadable ({e})") from None
+        for f, digest in expected.items():
+            if not (path / f).is_file() or _sha256(path / f) != digest:
+                raise UserError(f"checkpoint {str(path)!r} is damaged: {f} is missing, truncated or modified")
     try:
         state = json.loads((path / "state.json").read_text())
         files = state["files"]
-    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        if not isinstance(state, dict) or not isinstance(files, dict):
+            raise TypeError("not a JSON object")
+    except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"checkpoint {str(path)!r} is damaged: state.json unreadable ({e})") from None
-    for f in FILES:
+    for f in FILES if not manifest.exists() else ():
         if not (path / f).is_file() or _sha256(path / f) != files.get(f):
             raise UserError(f"checkpoint {str(path)!r} is damaged: {f} is missing, truncated or modified")
     try:
