@@ -113,3 +113,23 @@ def test_a_diverging_rate_is_left_out(tiny_model, keyword_data, tmp_path, capsys
     results = json.loads((out / "results.json").read_text())
     assert results["lr"] == 1e-3 and "1e+30" in results["lr_grid"]["diverged"]
     assert "lr 1e+30 diverged" in capsys.readouterr().out
+
+
+def test_evaluate_uses_the_same_rule_and_resumes(tiny_model, keyword_data, tmp_path, capsys):
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--models", str(tiny_model), "--tasks", "kw", "--data", str(keyword_data), "--out", str(out),
+            "--max-steps", "2", *QUICK]
+    assert main(argv) == 0
+    results = json.loads((out / "model" / "kw" / "results.json").read_text())
+    assert results["lr_grid"]["rates"] == list(lr_grid(32)) and results["lr"] in lr_grid(32)
+    table = json.loads((out / "table.json").read_text())
+    assert table["models"]["model"]["cells"]["kw"]["accuracy"]["values"] == [results["metrics"]["accuracy"]]
+    capsys.readouterr()
+    assert main([*argv, "--resume"]) == 0  # same settings (no --lr both times): the run is kept
+    assert "kept the finished run" in capsys.readouterr().out
+    own = tmp_path / "own"
+    assert main([*argv[:-len(QUICK)], "--out", str(own), "--lr", "1e-3", "2e-3", *QUICK]) == 0
+    assert main([*argv[:-len(QUICK)], "--out", str(own), "--lr", "1e-3", "2e-3", *QUICK, "--resume"]) == 0
+    assert "kept the finished run" in capsys.readouterr().out
+    assert main([*argv, "--resume"]) == 0 and main([*argv[:-len(QUICK)], "--lr", "1e-3", *QUICK, "--resume"]) == 2
+    assert "was fine-tuned with lr=None, not 0.001" in capsys.readouterr().err
