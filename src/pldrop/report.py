@@ -27,19 +27,21 @@ from .bench_cli import (
     prepare_out, reexec_with_tcmalloc, scale_of, setup_threads, step_parts, step_settings, train_parts, write_json,
 )
 
-FT_DEFAULTS = {"tasks": ["trec6", "sms-spam"], "seeds": [0], "epochs": 2, "lr": 1e-4, "batch_size": 32, "max_length": 64}
-FT_QUICK = {"tasks": ["trec6"], "seeds": [0], "epochs": 1, "lr": 1e-4, "batch_size": 16, "max_length": 32}
+# lr None: `pldrop evaluate`'s default, the grid of the model's width with the best dev run kept
+FT_DEFAULTS = {"tasks": ["trec6", "sms-spam"], "seeds": [0], "epochs": 2, "lr": None, "batch_size": 32, "max_length": 64}
+FT_QUICK = {"tasks": ["trec6"], "seeds": [0], "epochs": 1, "lr": None, "batch_size": 16, "max_length": 32}
 
 EPILOG = """\
-default scale (about 50 minutes on 2 CPU cores):
+default scale (about 58 minutes on 2 CPU cores, 12 of them fine-tuning):
   step timing   presets small and base, batch 8, seq 128, θ 1.0 0.9 … 0.5, 3 interleaved steps per arm
   convergence   corpus wiki-vital, preset narrow (12 blocks x H128), batch 32, 2 minutes of training per
                 run, 4 arms x 3 seeds, Post-LN sweep 2e-4 5e-4 1e-3 at a quarter of the budget; validation
                 on 128 sequences (data.val_max_seqs=128) every 20 steps
   ablations     7 arms x 1 seed at half the budget (runs equal to converge runs are reused)
-  downstream    trec6 and sms-spam (offline recipes), 2 epochs, lr 1e-4, 1 fine-tuning seed
+  downstream    trec6 and sms-spam (offline recipes), 2 epochs, 1 fine-tuning seed, at each of the 3
+                rates for the model's width (narrow: 1e-4 5e-4 2e-3), the best dev run kept
   time ≈ step timing (~4 min) + minutes x (4·seeds + 3·sweep-fraction + 7·ablation-fraction·ablation-seeds
-         + 1) x 1.15 (validation) + fine-tuning (~4 min)
+         + 1) x 1.15 (validation) + fine-tuning (~4 min per rate, 3 rates)
 --quick: preset tiny, batch 8, 6 steps per run, 2 seeds, step timing of tiny only, trec6 for 1 epoch:
   seconds to a minute; give --corpus and --tasks/--task-data to stay offline.
 
@@ -66,7 +68,9 @@ def add_parser(sub) -> None:
     g.add_argument("--task-data", metavar="DIR", help="--data of `pldrop evaluate`, for your own tasks")
     g.add_argument("--ft-seeds", type=int, nargs="+", metavar="S", help="fine-tuning seeds (default: 0)")
     g.add_argument("--ft-epochs", type=int, metavar="N", help="fine-tuning epochs (default: 2; --quick: 1)")
-    g.add_argument("--ft-lr", type=float, metavar="LR", help="fine-tuning learning rate (default: 1e-4)")
+    g.add_argument("--ft-lr", type=float, metavar="LR",
+                   help="one fine-tuning learning rate (default: the 3 rates for the model's width, best dev kept; "
+                        "see `pldrop finetune --help`)")
     g.add_argument("--ft-batch-size", type=int, metavar="N", help="fine-tuning batch (default: 32; --quick: 16)")
     g.add_argument("--ft-max-length", type=int, metavar="N", help="fine-tuning max tokens (default: 64; --quick: 32)")
     s = p.add_argument_group("parts")

@@ -138,7 +138,15 @@ def render_ablations(sec: dict[str, Any], plots: list[str]) -> list[str]:
 def render_downstream(sec: dict[str, Any]) -> list[str]:
     tasks = sec["settings"]["tasks"]
     s = sec["settings"]
-    lines = [f"Fine-tuned with `pldrop evaluate` (epochs: {s['epochs']}, lr {s['lr']:g}, batch {s['batch_size']}, "
+    lr = sec.get("lr") or {}
+    if s["lr"] is not None:
+        lr_text = f"lr {s['lr']:g}"
+    else:  # the default: each checkpoint and task at the width's grid, the best dev run kept
+        grid = ", ".join(f"{x:g}" for x in lr["grid"]) if lr.get("grid") else "the width's grid"
+        kept = "; ".join(f"{sec['models'][role]['label']}: " + ", ".join(f"{t} {v:g}" for t, v in per.items())
+                         for role, per in (lr.get("kept") or {}).items())
+        lr_text = f"lr: the best on dev of {grid}" + (f" (kept: {kept})" if kept else "")
+    lines = [f"Fine-tuned with `pldrop evaluate` (epochs: {s['epochs']}, {lr_text}, batch {s['batch_size']}, "
              f"max length {s['max_length']}, seeds {', '.join(map(str, s['seeds']))}); scores ×100 on the "
              f"{sec['split']} split (mean ± std over fine-tuning seeds).", ""]
     rows = []
