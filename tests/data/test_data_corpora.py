@@ -181,3 +181,69 @@ def test_local_fingerprint_follows_content(tmp_path):
     f.write_text("two")
     assert fingerprint_sources([str(f)]) != first
     assert fingerprint_sources([str(f)], text_field="x") != fingerprint_sources([str(f)])
+
+
+# --- hostile paths and files (issue 9) ---------------------------------------------------------
+
+def test_symlink_loops_visit_each_real_file_once(tmp_path):
+    import time
+
+    d = tmp_path / "d"
+    (d / "sub").mkdir(parents=True)
+    (d / "a.txt").write_text("alpha")
+    (d / "sub" / "b.txt").write_text("beta")
+    (d / "loop").symlink_to(d)  # two loops: one to the top, one to a sibling
+    (d / "sub" / "back").symlink_to(d)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "c.txt").write_text("gamma")
+    (d / "ext").symlink_to(tmp_path / "other")  # a linked folder outside is followed, once
+    (d / "a-again.txt").symlink_to(d / "a.txt")  # the same file by a second name: read once
+    t = time.perf_counter()
+    for source in (d, f"{d}/**/*.txt", f"{d}/**"):
+        assert sorted(docs_of(source)) == ["alpha", "beta", "gamma"], source
+    assert time.perf_counter() - t < 5
+    assert docs_of(f"{d}/*.txt") == ["alpha"]  # no **: one level, the link to a.txt counted once
+
+
+def test_glob_keeps_hidden_names_out_like_glob(tmp_path):
+    (tmp_path / ".hidden").mkdir()
+    (tmp_path / ".hidden" / "x.txt").write_text("hidden")
+    (tmp_path / ".dot.txt").write_text("dot")
+    (tmp_path / "v.txt").write_text("visible")
+    assert docs_of(f"{tmp_path}/**/*.txt") == ["visible"]
+
+
+@pytest.mark.parametrize("name", ["notes[1].txt", "what?.txt", "star*.txt"])
+def test_existing_file_with_glob_characters_is_that_file(tmp_path, name):
+    (tmp_path / name).write_text("the file itself")
+    (tmp_path / "notes1.txt").write_text("another file the pattern would match")
+    (tmp_path / "whatX.txt").write_text("another")
+    (tmp_path / "star-other.txt").write_text("another")
+    assert docs_of(tmp_path / name) == ["the file itself"]
+    assert fingerprint_sources([str(tmp_path / name)]) != fingerprint_sources([str(tmp_path / "notes1.txt")])
+
+
+@pytest.mark.parametrize("encoding,expected", [
+    ("utf-16", "is UTF-16 text"), ("utf-16-le", "is UTF-16 text"), ("utf-16-be", "is UTF-16 text"),
+    ("utf-32", "is UTF-32 text"),
+])
+def test_utf16_is_named(tmp_path, encoding, expected):
+    f = tmp_path / "wide.txt"
+    f.write_bytes("Hello world\nsecond line\n".encode(encoding))
+    with pytest.raises(UserError, match=expected) as e:
+        docs_of(f)
+    assert "binary" not in str(e.value) and "re-encode it as UTF-8" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_huge_single_line_is_split_into_documents(tmp_path):
+    from pldrop.data.local import MAX_DOC_CHARS
+
+    words = " ".join(f"w{i % 997}" for i in range(200_000))  # ~1.1 MB on one line, no blank line
+    f = tmp_path / "one-line.txt"
+    f.write_text(words + "\n")
+    docs = docs_of(f)
+    assert len(docs) >= len(words) // MAX_DOC_CHARS and all(len(d) <= MAX_DOC_CHARS for d in docs)
+    assert " ".join(docs) == words  # cut at spaces: nothing lost, no word broken
+    j = tmp_path / "one.jsonl"
+    j.write_text(json.dumps({"text": words}) + "\n")
+    assert docs_of(j) == docs

@@ -6,6 +6,9 @@ A *source* is one string:
 - ``hf:NAME`` or ``hf:NAME:CONFIG``: ``datasets.load_dataset(NAME, CONFIG, split="train")``;
 - a local path: a file (see :mod:`pldrop.data.local` for formats), a folder (all ``*.txt``
   inside, recursively, in sorted order) or a glob pattern (``data/*.txt``, ``**`` allowed).
+  A path that exists is that file or folder even if its name holds ``*``, ``?`` or ``[``.
+  Folders and ``**`` follow symbolic links to folders, but visit each real folder and read
+  each real file once (a link loop cannot make a file count twice or a walk run forever).
 
 :func:`load_documents` streams documents (strings) from a list of sources without holding the
 corpus in memory. :func:`is_validation` splits them by a seeded hash of each document's text,
@@ -14,8 +17,10 @@ so the split is the same on every run and machine and does not depend on corpus 
 
 from __future__ import annotations
 
+import fnmatch
 import glob
 import hashlib
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -65,14 +70,14 @@ def resolve_files(source: str) -> list[Path]:
     Raises:
         UserError: nothing exists there, or a folder/glob holds no usable files.
     """
-    if any(c in source for c in "*?["):
-        files = [Path(p) for p in sorted(glob.glob(source, recursive=True)) if Path(p).is_file()]
+    path = Path(source).expanduser()
+    if any(c in source for c in "*?[") and not path.exists():  # an existing name is itself, not a pattern
+        files = _unique(_glob(source))
         if not files:
             raise UserError(f"no files match {source!r}; check the pattern")
         return files
-    path = Path(source).expanduser()
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*.txt") if p.is_file())
+        files = _unique(_walk_match(path, ["**", "*.txt"]))
         if not files:
             raise UserError(f"folder {source} holds no .txt files; pass a folder of .txt "
                             "files or name a .jsonl/.json/.csv/.tsv file directly")
@@ -83,6 +88,70 @@ def resolve_files(source: str) -> list[Path]:
         raise UserError(f"unknown corpus {source!r}: not a recipe and not a path; "
                         f"use {_accepted()}")
     raise UserError(f"corpus path not found: {source}; use {_accepted()}")
+
+
+def _unique(files: Iterable[Path]) -> list[Path]:
+    """Sorted, each real file once (the first path by sort order stands for it)."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for f in sorted(files):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            out.append(f)
+    return out
+
+
+def _glob(pattern: str) -> list[Path]:
+    """Files matching ``pattern`` (``*``, ``?``, ``[...]`` within a name, ``**`` across folders);
+    ``**`` is walked by :func:`_walk_match`, which survives symlink loops."""
+    pattern = os.path.expanduser(pattern)
+    if "**" not in pattern:
+        return [Path(p) for p in glob.glob(pattern) if Path(p).is_file()]
+    parts = Path(pattern).parts
+    first = next(i for i, part in enumerate(parts) if any(c in part for c in "*?["))
+    root = Path(*parts[:first]) if first else Path(".")
+    if not root.is_dir():
+        return []
+    return _walk_match(root, list(parts[first:]))
+
+
+def _match(names: list[str], pats: list[str]) -> bool:
+    """Whether path components ``names`` match glob components ``pats`` (``**``: any number of
+    folders; hidden names match only patterns that start with a dot, as in :mod:`glob`)."""
+    if not pats:
+        return not names
+    if pats[0] == "**":
+        if _match(names, pats[1:]):
+            return True
+        return bool(names) and not names[0].startswith(".") and _match(names[1:], pats)
+    if not names:
+        return False
+    if names[0].startswith(".") and not pats[0].startswith("."):
+        return False
+    return fnmatch.fnmatchcase(names[0], pats[0]) and _match(names[1:], pats[1:])
+
+
+def _walk_match(root: Path, pats: list[str]) -> list[Path]:
+    """Files under ``root`` whose relative path matches ``pats``, following symlinked folders but
+    entering each real folder once."""
+    seen: set[tuple[int, int]] = set()
+    found = []
+    for top, dirs, files in os.walk(root, followlinks=True):
+        st = os.stat(top)
+        if (st.st_dev, st.st_ino) in seen:  # reached again through a link: a loop or a second path
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        rel = Path(top).relative_to(root).parts
+        for name in files:
+            if _match([*rel, name], pats) and os.path.isfile(os.path.join(top, name)):
+                found.append(Path(top) / name)
+    return found
 
 
 def _hf_documents(source: str, text_field: str) -> Iterator[str]:

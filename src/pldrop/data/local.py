@@ -5,8 +5,15 @@
 - ``.json`` that starts with ``[``: a list of objects (this one is read whole).
 - ``.csv`` (quoted fields allowed) / ``.tsv`` (no quoting): a header row, then ``text_column``.
 
-Files are read as bytes and checked as they stream: a NUL byte means a binary file, and bytes
-that are not UTF-8 are reported with their offset. Blank documents are skipped.
+Files are read as bytes and checked as they stream: a NUL byte means a binary file (or UTF-16 /
+UTF-32 text, told apart by its byte-order mark or its pattern of zero bytes), and bytes that are
+not UTF-8 are reported with their offset. Blank documents are skipped.
+
+Long documents are split: a document over ``MAX_DOC_CHARS`` characters (a file with no blank
+lines is one paragraph, a 50 MB line one document) becomes pieces of at most that size, cut at
+a line end or a space where there is one. Tokenizing one giant document takes memory in
+proportion (a 50 MB line took 7 GB); pieces stream like any other documents. The pieces of a
+document are split into training and validation independently.
 """
 
 from __future__ import annotations
@@ -20,6 +27,27 @@ from pldrop.errors import UserError
 
 SUFFIXES = (".txt", ".jsonl", ".json", ".csv", ".tsv")
 BOM = b"\xef\xbb\xbf"  # a UTF-8 byte-order mark, which some editors write; it is dropped
+MAX_DOC_CHARS = 100_000  # longer documents are split (about 20k tokens; 40 pages of text)
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+              (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
+
+
+def _wide_encoding(raw: bytes, offset: int) -> str | None:
+    """``UTF-16`` or ``UTF-32`` when ``raw`` (a line, at ``offset`` in its file) looks like it, else None.
+
+    >>> _wide_encoding("hi".encode("utf-16"), 0), _wide_encoding("hello".encode("utf-16-le"), 0)
+    ('UTF-16', 'UTF-16')
+    >>> _wide_encoding(b"ab\\x00c", 0) is None
+    True
+    """
+    if offset == 0:
+        for bom, name in _WIDE_BOMS:
+            if raw.startswith(bom):
+                return name
+    body = raw.rstrip(b"\r\n\x00")
+    if len(body) >= 4 and (not any(body[1::2]) or not any(body[0::2])):  # ASCII as UTF-16: every other byte 0
+        return "UTF-16"
+    return None
 
 
 def decode_line(raw: bytes, path: Path, offset: int) -> str:
@@ -32,6 +60,10 @@ def decode_line(raw: bytes, path: Path, offset: int) -> str:
     ...
     pldrop.errors.UserError: a.txt is not UTF-8 text (byte 0xe9 at offset 12); re-encode it as UTF-8
     """
+    wide = _wide_encoding(raw, offset) if offset == 0 or b"\0" in raw else None
+    if wide:
+        raise UserError(f"{path} is {wide} text, not UTF-8; re-encode it as UTF-8 "
+                        f"(e.g. iconv -f {wide} -t UTF-8 {path.name} > {path.stem}.utf8{path.suffix})")
     nul = raw.find(b"\0")
     if nul >= 0:
         raise UserError(f"{path} looks like a binary file (NUL byte at offset {offset + nul}); "
@@ -132,14 +164,45 @@ def read_table(path: Path, text_column: str = "text") -> Iterator[str]:
             yield row[col].strip()
 
 
-def read_file(path: Path, *, text_field: str = "text", text_column: str = "text") -> Iterator[str]:
-    """Documents of one local file, dispatched on its suffix (see the module docstring)."""
+def split_long(doc: str, limit: int = MAX_DOC_CHARS) -> Iterator[str]:
+    """``doc`` in pieces of at most ``limit`` characters, cut after the last newline (or else the
+    last space) of each piece where there is one.
+
+    >>> list(split_long("aaa bbb\\nccc ddd", 8))
+    ['aaa bbb', 'ccc ddd']
+    >>> list(split_long("abcdefghij", 4))
+    ['abcd', 'efgh', 'ij']
+    """
+    while len(doc) > limit:
+        cut = doc.rfind("\n", 1, limit + 1)
+        if cut <= 0:
+            cut = doc.rfind(" ", 1, limit + 1)
+        cut = cut if cut > 0 else limit
+        piece, doc = doc[:cut].strip(), doc[cut:].lstrip()
+        if piece:
+            yield piece
+    if doc.strip():
+        yield doc.strip()
+
+
+def _split_all(docs: Iterator[str], limit: int) -> Iterator[str]:
+    for doc in docs:
+        if len(doc) <= limit:
+            yield doc
+        else:
+            yield from split_long(doc, limit)
+
+
+def read_file(path: Path, *, text_field: str = "text", text_column: str = "text",
+              max_doc_chars: int = MAX_DOC_CHARS) -> Iterator[str]:
+    """Documents of one local file, dispatched on its suffix (see the module docstring); documents
+    over ``max_doc_chars`` characters are split (:func:`split_long`)."""
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        return read_txt(path)
+        return _split_all(read_txt(path), max_doc_chars)
     if suffix in (".jsonl", ".json"):
-        return read_json(path, text_field)
+        return _split_all(read_json(path, text_field), max_doc_chars)
     if suffix in (".csv", ".tsv"):
-        return read_table(path, text_column)
+        return _split_all(read_table(path, text_column), max_doc_chars)
     raise UserError(f"unsupported corpus file {path}: use {', '.join(SUFFIXES)}, "
                     "a folder of .txt files, a recipe name or hf:NAME")
