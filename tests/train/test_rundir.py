@@ -311,6 +311,7 @@ def test_run_lock_excludes_a_second_writer_in_process(tmp_path):
         with pytest.raises(UserError, match=rf"in use by another pldrop process \(PID {os.getpid()}\)"):
             with RunLock(out):
                 pass
+    assert not (out / LOCK).exists()  # a clean exit leaves no lock file
     with RunLock(out):  # released
         pass
 
@@ -338,6 +339,22 @@ def test_run_lock_across_processes_and_after_kill_9(tmp_path):
     assert (out / LOCK).is_file()  # a stale lock file...
     with RunLock(out):  # ...does not block: the kernel dropped the dead holder's lock
         pass
+    assert not (out / LOCK).exists()
+
+
+def test_run_lock_file_replaced_while_waiting(tmp_path):
+    """A process that opened the lock file just before its holder removed it must not get in."""
+    import fcntl
+
+    out = tmp_path / "run"
+    out.mkdir()
+    first = RunLock(out).__enter__()
+    early = os.open(out / LOCK, os.O_RDWR)  # opened before the holder's exit...
+    first.__exit__(None, None, None)  # ...which removes the file
+    fcntl.flock(early, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the old inode can be locked now, but it is gone
+    with RunLock(out) as lock:  # a new process locks a new file, and so holds the folder
+        assert os.fstat(lock.fd).st_ino != os.fstat(early).st_ino
+    os.close(early)
 
 
 def test_collect_stale_tmp_removes_dead_pids_only(tmp_path):

@@ -252,7 +252,13 @@ def staged(out: Path) -> Staged:
 
 class RunLock:
     """Hold ``<out>/.pldrop.lock`` (``flock``) while a process writes ``out``; a second process gets
-    a one-line error. The kernel drops the lock when the holder dies, so a kill leaves no stale lock."""
+    a one-line error naming the holder's PID. The kernel drops the lock when the holder dies, so a
+    kill leaves no stale lock; a clean exit removes the file.
+
+    The file is removed while still locked, and a process that locked a file after it was removed
+    (it had opened it just before) sees that the path no longer leads to its file and tries again,
+    so removing it never lets two processes in.
+    """
 
     def __init__(self, out: Path):
         self.path = Path(out) / LOCK
@@ -261,23 +267,40 @@ class RunLock:
     def __enter__(self) -> "RunLock":
         import fcntl
 
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        for _ in range(100):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise UserError(f"{str(self.path.parent)!r} is in use by another pldrop process (PID {holder}); "
+                                "wait for it or choose another --out") from None
+            if self._same_file(fd):
+                self.fd = fd
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+                return self
+            os.close(fd)  # locked a file its holder had just removed: take the new one
+        raise UserError(f"cannot lock {str(self.path)!r}: it keeps being replaced")
+
+    def _same_file(self, fd: int) -> bool:
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            holder = os.pread(self.fd, 32, 0).decode(errors="replace").strip() or "?"
-            os.close(self.fd)
-            self.fd = None
-            raise UserError(f"{str(self.path.parent)!r} is in use by another pldrop process (PID {holder}); "
-                            "wait for it or choose another --out") from None
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
-        return self
+            a, b = os.fstat(fd), os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
     def __exit__(self, *exc) -> bool:
         if self.fd is not None:
+            if self._same_file(self.fd):  # still ours (a swap may have moved the folder away)
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
             os.close(self.fd)  # releases the flock
             self.fd = None
         return False
