@@ -72,3 +72,25 @@ def test_next_save_collects_temporaries_of_killed_saves(tmp_path):
     save_checkpoint(tmp_path, model, opt, {"step": 6})
     assert not stale.exists() and not (tmp_path / f".latest.json.tmp-{p.pid}").exists() and live.exists()
     assert latest_checkpoint(tmp_path).name == "step-0000006"
+
+
+@pytest.mark.parametrize("content", [b"{", b"[]", b'{"checkpoint": 5}', b'{"checkpoint": ".."}',
+                                     b'{"checkpoint": "../../etc"}', b"\xff\xfe\x00", b'{"checkpoint": "step-9"}'])
+def test_damaged_latest_json_is_one_line(tmp_path, content):
+    model, opt = _model_opt()
+    save_checkpoint(tmp_path, model, opt, {"step": 1})
+    (tmp_path / "latest.json").write_bytes(content)
+    with pytest.raises(UserError) as e:
+        latest_checkpoint(tmp_path)
+    assert "latest.json" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"[1]", b"\xff\xfe", b'{"step": 1}'])
+def test_damaged_state_json_of_an_old_checkpoint_is_one_line(tmp_path, content):
+    model, opt = _model_opt()
+    ck = save_checkpoint(tmp_path, model, opt, {"step": 1})
+    (ck / MANIFEST).unlink()
+    (ck / "state.json").write_bytes(content)
+    with pytest.raises(UserError, match="state.json unreadable") as e:
+        load_checkpoint(ck, model, opt)
+    assert "\n" not in str(e.value)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -89,11 +90,14 @@ def latest_checkpoint(root: Path) -> Path | None:
     if not pointer.is_file():
         return None
     try:
-        name = json.loads(pointer.read_text())["checkpoint"]
-    except (json.JSONDecodeError, KeyError, TypeError):
+        name = json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError):  # ValueError: JSON or UTF-8
         raise UserError(f"checkpoint pointer {str(pointer)!r} is damaged; remove it to restart from scratch") from None
+    if not isinstance(name, str) or not re.fullmatch(r"step-\d+", name):
+        raise UserError(f"checkpoint pointer {str(pointer)!r} is damaged (names {name!r}, not a step-N folder); "
+                        "remove it to restart from scratch")
     path = root / name
-    if not path.is_dir() or "/" in name:
+    if not path.is_dir():
         raise UserError(f"{str(pointer)!r} names {name!r}, which is missing")
     return path
 
