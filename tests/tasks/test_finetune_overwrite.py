@@ -122,3 +122,15 @@ def test_entries_pldrop_did_not_write_are_never_deleted(tiny, data, previous, ca
     victim.write_text("keep")
     assert main([*argv, "--overwrite"]) == 0
     assert victim.read_text() == "keep" and (out / "thesis.tex").read_text() == "mine"
+
+
+def test_empty_out_is_refused(tiny, data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "results.json").write_text("{}")
+    one_line_exit_2(capsys, ["finetune", "--model", str(tiny), "--task", "kw", "--data", str(data), "--out", "",
+                             "--overwrite", *FAST], "--out '': expected a folder name")
+    assert (tmp_path / "results.json").read_text() == "{}"
+    capsys.readouterr()
+    assert main(["evaluate", "--models", str(tiny), "--tasks", "kw", "--data", str(data), "--out", " ",
+                 "--overwrite", *FAST]) == 2
+    assert "--out ' ': expected a folder name" in capsys.readouterr().err

@@ -105,7 +105,7 @@ def add_parser(sub) -> None:
     p.add_argument("--task", required=True, metavar="NAME", help="task name (see below)")
     p.add_argument("--data", metavar="DIR|FILES",
                    help="the task's data: GLUE folder, hf:REPO, your folder or TRAIN,DEV")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     add_training_args(p)
     p.set_defaults(run=run)
 
@@ -132,10 +132,15 @@ def finetune_config(args):
 
 
 def setup(args) -> None:
-    """Process-wide settings: CPU threads, a checked device."""
+    """Process-wide settings: CPU threads, a checked device; ``args.out`` checked and made a Path."""
     import torch
 
     from pldrop.errors import UserError
+
+    if isinstance(args.out, str):
+        if not args.out.strip():
+            raise UserError(f"--out {args.out!r}: expected a folder name (an empty one would mean the current folder)")
+        args.out = Path(args.out)
 
     if args.threads:
         if args.threads < 1:

@@ -83,7 +83,7 @@ def add_parser(sub) -> None:
     p.add_argument("--models", required=True, nargs="+", metavar="DIR", help="model folders (or hf:NAME)")
     p.add_argument("--tasks", required=True, nargs="+", metavar="NAME", help="task names (see below)")
     p.add_argument("--data", metavar="DIR", help="GLUE folder or hf:REPO, or a folder of your own tasks")
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--resume", action="store_true",
                    help="keep the finished (model, task) runs already in --out and run the rest")
     add_training_args(p)
