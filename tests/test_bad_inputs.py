@@ -139,6 +139,9 @@ ROWS = [
     ("demo theta-bar 0", lambda w: ["demo", "--theta-bar", "0"], "--theta-bar 0.0"),
     ("demo theta-bar nan", lambda w: ["demo", "--theta-bar", "nan"], "--theta-bar nan"),
     # data (item 7)
+    ("corpus an empty name", lambda w: P + ["--corpus", "", "--out", str(w / "r")], "empty corpus name"),
+    ("seq_len absurd", lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "data.seq_len=1000000000"],
+     "data.seq_len=1000000000"),
     ("corpus UTF-16", lambda w: P + ["--corpus", _utf16(w), "--out", str(w / "r")], "is UTF-16 text"),
 ]
 

@@ -70,6 +70,8 @@ def resolve_files(source: str) -> list[Path]:
     Raises:
         UserError: nothing exists there, or a folder/glob holds no usable files.
     """
+    if not source.strip():  # Path("") is the current folder: never read it by accident
+        raise UserError(f"an empty corpus name; use {_accepted()}")
     path = Path(source).expanduser()
     if any(c in source for c in "*?[") and not path.exists():  # an existing name is itself, not a pattern
         files = _unique(_glob(source))

@@ -36,6 +36,7 @@ def _finite(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+MAX_SEQ_LEN = 65_536  # position embeddings grow with seq_len; beyond this a typo, not a plan
 SEED_LIMIT = 2**63  # torch.manual_seed and the hash salts take seeds below this
 
 
@@ -57,8 +58,11 @@ class DataConfig:
         if isinstance(self.corpus, str):
             self.corpus = [self.corpus]
         _check(len(self.corpus) > 0, "data.corpus", self.corpus, "give at least one corpus")
+        for src in self.corpus:
+            _check(isinstance(src, str) and src.strip() != "", "data.corpus", src,
+                   "an empty corpus name; give a recipe, a file, a folder, a glob or hf:NAME")
         _check(self.vocab_size >= 100, "data.vocab_size", self.vocab_size, "must be >= 100")
-        _check(self.seq_len >= 8, "data.seq_len", self.seq_len, "must be >= 8")
+        _check(8 <= self.seq_len <= MAX_SEQ_LEN, "data.seq_len", self.seq_len, f"must be in [8, {MAX_SEQ_LEN}]")
         _check(0 < self.val_fraction < 1, "data.val_fraction", self.val_fraction, "must be in (0, 1)")
         _check(self.val_max_seqs >= 0, "data.val_max_seqs", self.val_max_seqs, "must be >= 0")
         _check(0 < self.mlm_prob < 1, "data.mlm_prob", self.mlm_prob, "must be in (0, 1)")
