@@ -247,3 +247,15 @@ def test_a_huge_single_line_is_split_into_documents(tmp_path):
     j = tmp_path / "one.jsonl"
     j.write_text(json.dumps({"text": words}) + "\n")
     assert docs_of(j) == docs
+
+
+def test_local_paths_name_what_is_read(tmp_path):
+    from pldrop.data.corpora import local_paths
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a.txt").write_text("a")
+    (tmp_path / "d" / "b.txt").write_text("b")
+    (tmp_path / "x?.txt").write_text("x")
+    got = local_paths(["wiki-vital", str(tmp_path / "d"), f"{tmp_path}/d/*.txt", str(tmp_path / "x?.txt"),
+                       "hf:foo", str(tmp_path / "missing.txt")])
+    assert got == [tmp_path / "d", tmp_path / "d" / "a.txt", tmp_path / "d" / "b.txt", tmp_path / "x?.txt"]

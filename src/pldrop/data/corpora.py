@@ -156,6 +156,29 @@ def _walk_match(root: Path, pats: list[str]) -> list[Path]:
     return found
 
 
+def local_paths(sources: list[str] | str) -> list[Path]:
+    """The local files and folders that ``sources`` read (recipes and ``hf:`` left out), for checks
+    such as "``--out`` must not hold the corpus". A folder source is given as the folder, a glob
+    as the files it matches; a source that does not resolve is skipped (reading it reports it).
+
+    >>> local_paths(["wiki-vital", "hf:x", "no/such/file.txt"])
+    []
+    """
+    out: list[Path] = []
+    for s in as_list(sources):
+        if s in RECIPES or s.startswith("hf:") or not s.strip():
+            continue
+        path = Path(s).expanduser()
+        if path.exists():
+            out.append(path)
+            continue
+        try:
+            out += resolve_files(s)
+        except UserError:
+            pass
+    return out
+
+
 def _hf_documents(source: str, text_field: str) -> Iterator[str]:
     ds = load_hf(source)
     if text_field not in ds.column_names:
