@@ -155,12 +155,29 @@ def setup(args) -> None:
             raise UserError(f"--device {args.device}: no CUDA GPU here (use cpu)")
 
 
+def stop_on_signals() -> None:
+    """SIGTERM and SIGINT end a fine-tuning command as an interrupt (exit 130, "interrupted" on
+    stderr): finished seeds stay in results.json, a staged --overwrite run is dropped and the old
+    one kept."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            signal.signal(sig, stop)
+        except ValueError:  # not the main thread: leave the caller's handlers alone
+            pass
+
+
 def run(args) -> int:
     from pldrop.tasks.finetune import finetune
     from pldrop.tasks.results import summary_lines
 
     cfg = finetune_config(args)
     setup(args)
+    stop_on_signals()
     results = finetune(args.model, args.task, args.out, args.data, args.seeds, cfg,
                        text_columns=text_columns(args), label_column=args.label_column,
                        regression=args.regression, cache_dir=args.cache_dir, overwrite=args.overwrite,

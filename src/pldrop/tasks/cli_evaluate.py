@@ -118,7 +118,7 @@ def _check_same_settings(folder: Path, saved: dict, cfg) -> None:
 
 def run(args) -> int:
     from pldrop.errors import UserError
-    from pldrop.tasks.cli import finetune_config, setup, text_columns
+    from pldrop.tasks.cli import finetune_config, setup, stop_on_signals, text_columns
     from pldrop.tasks.finetune import finetune
     from pldrop.tasks.registry import TASKS, load_task
     from pldrop.tasks.results import RESULTS, read_results
@@ -126,6 +126,7 @@ def run(args) -> int:
 
     cfg = finetune_config(args)
     setup(args)
+    stop_on_signals()
     cols = text_columns(args)
     tasks = list(dict.fromkeys(args.tasks))
     seeds = list(dict.fromkeys(args.seeds))
