@@ -200,6 +200,7 @@ print("deepspeed imported:", "deepspeed" in sys.modules)
 """
 
 
+@pytest.mark.slow  # a fresh interpreter imports transformers (5-20 s under load)
 def test_deepspeed_is_not_imported_unless_asked_for(tmp_path):
     """accelerate's save_pretrained path imported DeepSpeed (and printed its accelerator warning) on every command."""
     import importlib.util
