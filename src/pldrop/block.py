@@ -46,7 +46,8 @@ _CLASSES: dict[type, type] = {}  # original block class -> its switchable subcla
 
 def branch_outputs(block: nn.Module) -> list[nn.Module]:
     """The modules ending each residual branch of a known Pre-LN block; [] if unknown."""
-    paths = BRANCH_OUTPUTS.get(type(block).__name__, ())
+    # The first known class up the MRO: the block may sit under PLD's or FSDP2's subclass.
+    paths = next((BRANCH_OUTPUTS[c.__name__] for c in type(block).__mro__ if c.__name__ in BRANCH_OUTPUTS), ())
     mods = []
     for path in paths:
         try:
@@ -91,18 +92,11 @@ class SwitchableBlock(nn.Module):
         if ctl.last_kept is None:  # the block was called outside the model's forward
             ctl.draw()
         if not ctl.last_kept[i]:
-            x = _first_tensor(args, kwargs)  # (B, T, H)
-            if not self._pld_probed:
-                known = ctl.output_structure.get(self._pld_orig_class)  # a sibling block has run
-                if known is not None:
-                    self._pld_out_len, self._pld_probed = known or None, True
-                else:
-                    self._pld_probe(args, kwargs)
-            if self._pld_out_len is None:
-                return x
-            return (x,) + (None,) * (self._pld_out_len - 1)  # placeholders for attentions/caches
+            return self._pld_skip(args, kwargs)
         if not ctl.rescale:
             return self._pld_run(args, kwargs)
+        if self._pld_branches and self.__dict__.get("_pld_compiled") is not None:
+            return self._pld_run(args, kwargs, p)  # compiled: the branches' permanent hooks divide by p
         if self._pld_branches:
             handles = [m.register_forward_hook(_divide_output(p)) for m in self._pld_branches]
             try:
@@ -116,8 +110,36 @@ class SwitchableBlock(nn.Module):
         y = x + (y - x) / p  # generic rule: rescale the block's whole residual update
         return y if isinstance(out, torch.Tensor) else (y,) + tuple(out[1:])
 
-    def _pld_run(self, args, kwargs):
-        out = super().forward(*args, **kwargs)
+    def __call__(self, *args, **kwargs):
+        # Under FSDP2 (pldrop.integrations.fsdp), calling the module at all runs its hooks, which
+        # all-gather its parameters and set up its reduce-scatter: a dropped block is not called.
+        if self.__dict__.get("_pld_bypass_hooks") and self.training:
+            ctl = self._pld
+            i = self._pld_index
+            if ctl.enabled and ctl.keep_probs[i] < 1.0 and ctl.last_kept is not None and not ctl.last_kept[i]:
+                return self._pld_skip(args, kwargs)
+        return super().__call__(*args, **kwargs)
+
+    def _pld_skip(self, args, kwargs):
+        """The output of a dropped block: its input, in the structure the block returns."""
+        x = _first_tensor(args, kwargs)  # (B, T, H)
+        if not self._pld_probed:
+            known = self._pld.output_structure.get(self._pld_orig_class)  # a sibling block has run
+            if known is not None:
+                self._pld_out_len, self._pld_probed = known or None, True
+            else:
+                self._pld_probe(args, kwargs)
+        if self._pld_out_len is None:
+            return x
+        return (x,) + (None,) * (self._pld_out_len - 1)  # placeholders for attentions/caches
+
+    def _pld_run(self, args, kwargs, p: float = 1.0):
+        compiled = self.__dict__.get("_pld_compiled")
+        if compiled is None:
+            out = super().forward(*args, **kwargs)
+        else:  # pldrop.compile.compile_blocks: the original forward, compiled; p reaches it as a tensor
+            set_branch_scale(self, p)
+            out = compiled(*args, **kwargs)
         self._pld_out_len = None if isinstance(out, torch.Tensor) else len(out)
         self._pld_probed = True
         self._pld.output_structure[self._pld_orig_class] = self._pld_out_len or 0
@@ -131,8 +153,13 @@ class SwitchableBlock(nn.Module):
         when skipped. If a block is dropped before it ever ran, it runs once here, without
         autograd and with torch's RNG state restored, so training is unaffected.
         """
+        sharded = self.__dict__.get("_pld_bypass_hooks")  # FSDP2: parameters must be gathered first
+        if sharded:
+            self.unshard()
         with torch.random.fork_rng(devices=[]):
             self._pld_run(args, kwargs)
+        if sharded:
+            self.reshard()
 
 
 def _annotated_structure(cls: type) -> tuple[int | None, bool]:
@@ -154,11 +181,36 @@ def _annotated_structure(cls: type) -> tuple[int | None, bool]:
     return None, False
 
 
+def set_branch_scale(block: nn.Module, p: float) -> None:
+    """Set the divisor the permanent branch hooks of a compiled block apply (see pldrop.compile).
+
+    The divisor is a 0-dim tensor, not a Python float, so a new θ changes a graph input and
+    never the compiled graph. A new tensor replaces the old one (no in-place write, so a graph
+    still waiting for its backward keeps the value it saw).
+    """
+    if block.__dict__.get("_pld_scale_value", 1.0) != p:
+        block._pld_scale = torch.full((), p, dtype=block._pld_scale.dtype, device=block._pld_scale.device)
+        block._pld_scale_value = p
+
+
 def make_switchable(block: nn.Module, controller: Any, index: int) -> None:
     """Turn ``block`` into a switchable block in place (same object, same parameters)."""
     cls = type(block)
     if isinstance(block, SwitchableBlock):
         raise ValueError(f"block {index} ({cls.__name__}) already has PLD applied; call remove_pld first")
+    if getattr(block, "_compiled_call_impl", None) is not None:
+        raise ValueError(
+            f"block {index} ({cls.__name__}) was compiled with Module.compile(), which would trace the PLD "
+            "gate and recompile for every θ and kept set; use pldrop.compile.compile_blocks(model) instead"
+        )
+    compiled = block.__dict__.get("forward")
+    if compiled is not None:
+        if block.__dict__.get("_pld_compiled") is not compiled:  # someone else's instance forward
+            raise ValueError(
+                f"block {index} ({cls.__name__}) has its own instance `forward`, which would bypass the "
+                "PLD gate; remove it, or compile with pldrop.compile.compile_blocks(model)"
+            )
+        del block.forward  # compile_blocks ran first: the switchable forward now calls it
     if cls not in _CLASSES:
         _CLASSES[cls] = type(cls.__name__, (SwitchableBlock, cls), {"__module__": cls.__module__})
     block._pld_orig_class = cls
@@ -171,5 +223,9 @@ def make_switchable(block: nn.Module, controller: Any, index: int) -> None:
 def restore(block: nn.Module) -> None:
     """Undo :func:`make_switchable`: the original class back, our attributes gone."""
     block.__class__ = block._pld_orig_class
-    for name in ("_pld", "_pld_index", "_pld_orig_class", "_pld_branches", "_pld_out_len", "_pld_probed"):
+    if block.__dict__.get("_pld_compiled") is not None:
+        block.forward = block._pld_compiled  # still compiled, now without the gate
+        set_branch_scale(block, 1.0)
+    for name in ("_pld", "_pld_index", "_pld_orig_class", "_pld_branches", "_pld_out_len", "_pld_probed",
+                 "_pld_bypass_hooks"):
         block.__dict__.pop(name, None)
