@@ -90,6 +90,12 @@ def _case_input_symlink_into_out(tmp):
     return out, [tmp / "link.txt"], dict(overwrite=True)
 
 
+def _case_out_inside_corpus_folder(tmp):
+    (tmp / "corpus").mkdir()
+    (tmp / "corpus" / "a.txt").write_text("text")
+    return tmp / "corpus" / "run", [tmp / "corpus"], {}
+
+
 def _case_empty(tmp):
     return "", [], dict(overwrite=True)
 
@@ -150,6 +156,7 @@ CASES = [
     ("the corpus inside --out", _case_corpus_inside_out, "holds the run's input"),
     ("the config file inside --out", _case_config_inside_out, "holds the run's input"),
     ("an input linked into --out", _case_input_symlink_into_out, "holds the run's input"),
+    ("--out inside the corpus folder", _case_out_inside_corpus_folder, "inside the run's input folder"),
     ("--out ''", _case_empty, "--out is empty"),
     ("--out .", _case_dot, "current folder"),
     ("--out a symlink", _case_symlink, "symbolic link"),

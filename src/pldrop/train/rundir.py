@@ -116,7 +116,8 @@ def check_out(out: Path, *, resume: bool, overwrite: bool, inputs=()) -> None:
         out: the run folder asked for.
         resume: ``--resume`` (the folder must be a pldrop run folder).
         overwrite: ``--overwrite`` (the folder, if it exists, must be one pldrop may replace).
-        inputs: files and folders the run reads (corpus, tokenizer, config files).
+        inputs: files and folders the run reads (corpus files and folders, tokenizer folder, config
+            files, cache folder): ``out`` may not be one of them, hold one, or lie inside one.
     """
     if str(out).strip() == "":
         raise UserError("--out is empty; give the run folder to create, e.g. --out runs/my-run")
@@ -148,6 +149,9 @@ def check_out(out: Path, *, resume: bool, overwrite: bool, inputs=()) -> None:
         p = Path(given).expanduser().resolve()
         if real == p or _inside(p, real):
             raise UserError(f"--out {str(out)!r} holds the run's input {str(given)!r}; choose another folder")
+        if p.is_dir() and _inside(real, p):  # e.g. --corpus d --out d/run: next time d/run/vocab.txt is corpus
+            raise UserError(f"--out {str(out)!r} is inside the run's input folder {str(given)!r}; the run's files "
+                            "would mix with its input -- choose a folder outside it")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:
