@@ -72,3 +72,20 @@ def test_real_wiki_vital_recipe():
     docs = list(load_documents(["wiki-vital"]))  # $PLDROP_CACHE or ~/.cache/pldrop
     assert 10_000 <= len(docs) <= 10_050  # 10,033 on 2026-11-29
     assert sum(len(d.split()) for d in docs) == pytest.approx(776_000, rel=0.02)
+
+
+def test_killed_download_folders_are_collected(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from pldrop.data.wheels import _collect_downloads
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    dead, alive, old_style = (tmp_path / f".download-{p.pid}-abc", tmp_path / f".download-{os.getppid()}-abc",
+                              tmp_path / ".download-xyz")
+    for d in (dead, alive, old_style):
+        d.mkdir()
+    _collect_downloads(tmp_path)
+    assert not dead.exists() and alive.exists() and old_style.exists()  # no PID in the name: left alone

@@ -103,7 +103,9 @@ def fetch_wheel(package: str, version: str, sha256: str,
     if hit is not None:
         return hit
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=folder, prefix=".download-") as tmp:
+    _collect_downloads(folder)
+    # the PID in the name lets a later call remove what a killed download left
+    with tempfile.TemporaryDirectory(dir=folder, prefix=f".download-{os.getpid()}-") as tmp:
         _pip_download(package, version, tmp)
         wheels = sorted(Path(tmp).glob("*.whl"))
         if not wheels:
@@ -117,6 +119,13 @@ def fetch_wheel(package: str, version: str, sha256: str,
         target = folder / got.name
         os.replace(got, target)
     return target
+
+
+def _collect_downloads(folder: Path) -> None:
+    """Remove ``.download-PID-*`` folders of killed downloads (their process is gone)."""
+    from pldrop.train.rundir import collect_stale_tmp
+
+    collect_stale_tmp(folder, pattern=re.compile(r"^\.download-(\d+)-"))
 
 
 def _open(wheel: Path) -> zipfile.ZipFile:
