@@ -9,7 +9,7 @@ from _launch import ROOT, dist_env, run, torchrun_cmd
 
 pytestmark = pytest.mark.multiprocess
 
-EXPECTED = {"CREDITS.md", "checkpoints", "config.json", "config.yaml", "metrics.jsonl", "model.safetensors",
+EXPECTED = {".pldrop-run", "CREDITS.md", "checkpoints", "config.json", "config.yaml", "metrics.jsonl", "model.safetensors",
             "pldrop.json", "summary.json", "tb", "tokenizer.json", "tokenizer_config.json"}
 
 

@@ -10,6 +10,7 @@ the old folder as it was. SIGTERM / SIGINT at any moment leave a folder that ``-
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -96,8 +97,9 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
         check_out(out, resume=resume, overwrite=overwrite, inputs=inputs)
         # two processes must not write one folder: an existing one is locked now, a new one is
         # created exclusively by the run (start_or_resume)
-        with RunLock(out) if out.is_dir() else contextlib.nullcontext():
-            if overwrite and out.exists():
+        main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes: it alone locks and stages
+        with RunLock(out) if out.is_dir() and main else contextlib.nullcontext():
+            if overwrite and out.exists() and main:
                 stage = staged(out)
             work = stage.path if stage is not None else out
             run = PretrainRun(cfg, work, resume=resume, progress=progress, allow_data_change=allow_data_change)

@@ -124,13 +124,15 @@ def config_changes(saved: dict, now: dict, prefix: str = "") -> dict[str, list]:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset, batch_size: int, max_seqs: int, bf16: bool, device) -> dict[str, float]:
-    """Masked-token loss and accuracy over (the first ``max_seqs`` of) the validation set."""
+def evaluate(model: torch.nn.Module, dataset, batch_size: int, max_seqs: int, bf16: bool, device,
+             loss_fn: torch.nn.Module | None = None) -> dict[str, float]:
+    """Masked-token loss and accuracy over (the first ``max_seqs`` of) the validation set
+    (``loss_fn``: a :class:`MaskedLMLoss` to call instead of a new one, e.g. the FSDP root)."""
     from ..data.batches import collate
 
-    was_training = model.training
-    model.eval()
-    loss_fn = MaskedLMLoss(model)
+    was_training = (loss_fn if loss_fn is not None else model).training
+    loss_fn = loss_fn if loss_fn is not None else MaskedLMLoss(model)
+    loss_fn.eval()
     n = len(dataset) if not max_seqs else min(max_seqs, len(dataset))
     total_loss, correct, count = 0.0, 0, 0
     for start in range(0, n, batch_size):
@@ -142,7 +144,7 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int, max_seqs: int, bf
             total_loss += loss.item() * m
         correct += int(c)
         count += m
-    model.train(was_training)
+    loss_fn.train(was_training)
     return {"val_loss": total_loss / max(1, count), "val_accuracy": correct / max(1, count), "val_tokens": count}
 
 
@@ -161,6 +163,23 @@ class Diverged(UserError):
 class _NoState:
     def state_dict(self) -> dict:
         return {}
+
+
+class _Frozen:
+    """Something with ``state_dict()`` returning a given dict (FSDP: the gathered full weights)."""
+
+    def __init__(self, sd: dict):
+        self._sd = sd
+
+    def state_dict(self) -> dict:
+        return self._sd
+
+
+def _full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The unsharded weights of an FSDP2 model on the CPU (every rank must call it)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
 # --- the run ----------------------------------------------------------------------------------
@@ -259,10 +278,20 @@ class PretrainRun:
 
             compile_blocks(self.model)
         self.loss_module = MaskedLMLoss(self.model)
-        if cfg.fsdp:
-            from ..integrations.fsdp import shard_with_pld
+        if cfg.fsdp:  # FSDP2: one shard group per block and the root; a block dropped on every rank costs no comms
+            if self.world < 2:
+                raise UserError("--fsdp shards the model over processes: launch with torchrun --nproc_per_node=N (N >= 2)")
+            # the root is the loss module: its forward (not the HF model's) runs the embeddings and the head
+            if self.ctl is not None:
+                from ..integrations.fsdp import shard_with_pld
 
-            shard_with_pld(self.model, self.ctl)
+                shard_with_pld(self.loss_module, self.ctl)
+            else:
+                from torch.distributed.fsdp import fully_shard
+
+                for block in self.model.base_model.encoder.layer:
+                    fully_shard(block)
+                fully_shard(self.loss_module)
         elif self.world > 1 and not cfg.deepspeed:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -337,9 +366,10 @@ class PretrainRun:
         import yaml
 
         ckpt = latest_checkpoint(self.out / "checkpoints")
-        if self.engine is not None and ckpt is not None:
-            raise UserError("--resume of a --deepspeed run is not supported yet (ZeRO optimizer state is not "
-                            "saved as plain tensors); start a new run")
+        if (self.engine is not None or self.cfg.fsdp) and ckpt is not None:
+            kind = "--deepspeed" if self.engine is not None else "--fsdp"
+            raise UserError(f"--resume of a {kind} run is not supported yet (its checkpoints hold the weights, not the "
+                            "sharded optimizer state); start a new run")
         info = _read_json(self.out / "pldrop.json") if (self.out / "pldrop.json").is_file() else {}
         self.pld_info["resumes"] = list(info.get("resumes", []))
         saved_fp, now_fp = info.get("corpus_fingerprint"), self.pld_info["corpus_fingerprint"]
@@ -501,10 +531,11 @@ class PretrainRun:
                         f"{where} -- lower optim.lr or enable clipping (optim.clip_grad)")
 
     def evaluate(self) -> dict[str, float]:
-        """Validation on rank 0 (the others wait)."""
-        if self.main:
+        """Validation on rank 0 (the others wait; under FSDP every rank runs it, as a forward gathers)."""
+        if self.main or self.cfg.fsdp:
             self.last_eval = evaluate(self.model, self.data.valid, self.cfg.optim.batch_size,
-                                      self.cfg.data.val_max_seqs, self.bf16, self.device)
+                                      self.cfg.data.val_max_seqs, self.bf16, self.device,
+                                      loss_fn=self.loss_module if self.cfg.fsdp else None)
         if self.world > 1:
             torch.distributed.barrier()
         return dict(self.last_eval) if self.main else {}
@@ -540,6 +571,9 @@ class PretrainRun:
 
     def save(self) -> None:
         """An atomic checkpoint (rank 0); under DeepSpeed only the weights (its state holds Python objects)."""
+        model = self.model
+        if self.cfg.fsdp:  # gather the full weights on every rank (a collective); rank 0 writes them
+            model = _Frozen(_full_state_dict(self.model))
         if not self.main:
             return
         state = {"step": self.step_count, "samples": self.samples, "train_time": self.train_time,
@@ -552,7 +586,8 @@ class PretrainRun:
         collect_stale_tmp(root)  # half-written checkpoints of killed processes
         try:
             with self.own_rng():  # the checkpoint stores this run's RNG stream
-                save_checkpoint(root, self.model, self.optimizer if self.engine is None else _NoState(), state)
+                weights_only = self.engine is not None or self.cfg.fsdp  # resumable only without them (yet)
+                save_checkpoint(root, model, _NoState() if weights_only else self.optimizer, state)
         except OSError as e:
             collect_stale_tmp(root, pattern=re.compile(r"\.tmp-(\d+)"), include_self=True)
             last = latest_checkpoint(root)
@@ -580,12 +615,17 @@ class PretrainRun:
         self.close()
         self.write_pld_info()
         summary: dict[str, Any] = {}
+        full = {}
+        if self.cfg.fsdp:  # a collective: every rank; tied copies (the MLM decoder) left out as HF does
+            sd = _full_state_dict(self.model)
+            tied = getattr(self.model, "all_tied_weights_keys", None) or {}
+            full = {"state_dict": {k: v for k, v in sd.items() if k not in tied}}
         if self.main:
             from transformers.utils import logging as hf_logging
 
             if not self.show_progress:
                 hf_logging.disable_progress_bar()
-            self.model.save_pretrained(str(self.out), safe_serialization=True)
+            self.model.save_pretrained(str(self.out), safe_serialization=True, **full)
             summary = {"arm": self.cfg.model.arm, "steps": self.step_count, "samples": self.samples,
                        "train_time_s": self.train_time, "flops": self.flops, "peak_lr": self.peak_lr,
                        "horizon": self.horizon, "precision": "bf16" if self.bf16 else "fp32", **self.last_eval}
