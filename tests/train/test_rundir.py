@@ -396,3 +396,14 @@ def test_unwritable_parent_is_refused_even_as_root(tmp_path, monkeypatch):
     out = _run_folder(tmp_path / "run")
     with pytest.raises(UserError, match="written beside"):  # --overwrite stages beside --out
         check_out(out, resume=False, overwrite=True)
+
+
+def test_run_lock_create_claims_a_new_folder(tmp_path):
+    out = tmp_path / "a" / "run"
+    with RunLock(out, create=True):
+        assert out.is_dir()
+        (out / "config.yaml").write_text("x")  # the first process writes its run
+    with pytest.raises(UserError, match="created by another process meanwhile"):
+        with RunLock(out, create=True):  # a second one, started at the same moment, must not join it
+            pass
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]

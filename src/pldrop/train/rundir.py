@@ -110,7 +110,8 @@ def _inside(child: Path, parent: Path) -> bool:
 
 
 def check_out(out: Path, *, resume: bool, overwrite: bool, inputs=()) -> None:
-    """Refuse, with one line, any ``--out`` pldrop must not write or replace. Writes nothing.
+    """Refuse, with one line, any ``--out`` pldrop must not write or replace. Writes nothing, except
+    that a run a killed swap had moved aside is put back first (:func:`restore_swapped`).
 
     Args:
         out: the run folder asked for.
@@ -262,13 +263,32 @@ class RunLock:
     The file is removed while still locked, and a process that locked a file after it was removed
     (it had opened it just before) sees that the path no longer leads to its file and tries again,
     so removing it never lets two processes in.
+
+    Args:
+        out: the run folder.
+        create: make ``out`` if missing (a new run), and after locking require it to hold nothing
+            else -- of two processes starting the same new ``--out`` at once, the second gets a
+            one-line error instead of writing into the first one's run. Take it right before the
+            first file is written (after the data and model are ready), so that a failure before
+            leaves no folder behind.
     """
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, create: bool = False):
         self.path = Path(out) / LOCK
+        self.create = create
         self.fd: int | None = None
 
     def __enter__(self) -> "RunLock":
+        if self.create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock()
+        if self.create and any(p.name != LOCK for p in self.path.parent.iterdir()):
+            self.__exit__(None, None, None)
+            raise UserError(f"run folder {str(self.path.parent)!r} was created by another process meanwhile; "
+                            "choose another --out")
+        return self
+
+    def _lock(self) -> None:
         import fcntl
 
         for _ in range(100):
@@ -287,7 +307,7 @@ class RunLock:
                 self.fd = fd
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-                return self
+                return
             os.close(fd)  # locked a file its holder had just removed: take the new one
         raise UserError(f"cannot lock {str(self.path)!r}: it keeps being replaced")
 
