@@ -211,6 +211,7 @@ class Staged:
     def __init__(self, out: Path):
         self.out = Path(out)
         self.path = self.out.parent / f".{self.out.name}.pldrop-new-{os.getpid()}"
+        self.kept = False
         restore_swapped(self.out)
         if self.out.exists():  # a dead process's staging (new) or replaced run (old): out is intact, they go
             collect_stale_tmp(self.out.parent, pattern=_swap_names(self.out))
@@ -226,6 +227,7 @@ class Staged:
         if self.out.exists():
             alien = foreign_files(self.out) if self.out.is_dir() and not self.out.is_symlink() else [self.out]
             if alien:  # someone put a file there while we trained: keep both, say where
+                self.kept = True  # a later abort() must not remove the new run the message points to
                 raise UserError(f"--overwrite: {str(alien[0])!r} appeared in {str(self.out)!r} during the run; the "
                                 f"old run is left as it was and the new one is in {str(self.path)!r}")
             os.rename(self.out, old)
@@ -234,8 +236,9 @@ class Staged:
             shutil.rmtree(old)
 
     def abort(self) -> None:
-        """Remove the staging folder (only if it holds nothing but pldrop's files); ``out`` is untouched."""
-        if self.path.is_dir() and not self.path.is_symlink() and not foreign_files(self.path):
+        """Remove the staging folder (only if it holds nothing but pldrop's files, and :meth:`commit` did
+        not refuse and point the user to it); ``out`` is untouched."""
+        if not self.kept and self.path.is_dir() and not self.path.is_symlink() and not foreign_files(self.path):
             shutil.rmtree(self.path)
 
     def __enter__(self) -> "Staged":
