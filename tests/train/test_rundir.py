@@ -376,6 +376,7 @@ def test_collect_stale_tmp_removes_dead_pids_only(tmp_path):
         f".step-0000040.tmp-{os.getpid()}": "dir",
         "step-0000010": "dir",
         "notes.tmp-x": "file",
+        "thesis.tmp-1": "file",  # not hidden: a user's file, whatever its name says
     }
     for name, kind in entries.items():
         (tmp_path / name).mkdir() if kind == "dir" else (tmp_path / name).write_text("x")

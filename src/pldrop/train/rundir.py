@@ -333,7 +333,7 @@ class RunLock:
         return False
 
 
-_TMP = re.compile(r"\.tmp-(\d+)")
+_TMP = re.compile(r"^\..+\.tmp-(\d+)(?:-[0-9a-f]{8})?$")  # pldrop's temporaries: hidden, PID last or before a tag
 
 
 def pid_alive(pid: int) -> bool:
