@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -128,7 +127,6 @@ def run(args) -> int:
             except (OSError, yaml.YAMLError):
                 base[name] = None  # the run never started: it starts now with the command's settings
     cfgs = run_configs(args, arms, seeds, base)
-    first = next(iter(cfgs.values()))
     if len({c.optim.batch_size * c.optim.grad_accum for c in cfgs.values()}) > 1:
         raise UserError("the arms must share one batch size, so they are validated at the same sample counts")
     inputs = [p for c in cfgs.values() for p in input_paths(c)] + ([args.config] if args.config else [])

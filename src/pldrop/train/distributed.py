@@ -36,6 +36,19 @@ def any_rank(flag: bool, world: int, device) -> bool:
 
 
 def dist_teardown() -> None:
-    """Leave the process group cleanly (a no-op in one process)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    """Leave the process group cleanly (a no-op in one process); call it on every rank at the end.
+
+    A barrier first: gloo's barrier also waits for this rank's collectives still in flight, and no
+    rank passes it before every rank has reached it. Without it a rank that finishes first destroys
+    its group and exits while a peer is still inside its last collective; the peer (or the exiting
+    rank, with its own work still queued) can then die in gloo's threads at interpreter exit with
+    SIGABRT, "terminate called without an active exception" -- one run in a few on a busy machine
+    (docs/distributed.md, "flaky test: cause and fix"). Then every group (the default one and those
+    made with ``new_group``) is destroyed while the interpreter is still fully alive.
+    """
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    if dist.get_world_size() > 1:
+        dist.barrier()
+    dist.destroy_process_group()

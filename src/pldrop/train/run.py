@@ -39,113 +39,13 @@ from ..surgery import apply_pld
 from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, default_lr, dump_config
 from .distributed import any_rank, dist_setup
+from .evaluation import evaluate
+from .optim import horizon_for, lr_at, param_groups
+from .runfiles import _get, _mark, _now, _read_json, _truncate_metrics, config_changes, finite_or_none
 
 HORIZON_WINDOW = 30  # time budgets: the horizon is re-estimated each step from the median of this many recent steps (robust to load spikes)
 IDENTITY_KEYS = ("model.arm", "model.preset", "model.config_file", "data.seq_len", "data.corpus",
                  "data.lowercase", "data.vocab_size", "seed")
-
-
-# --- small pure helpers ----------------------------------------------------------------------
-
-
-def lr_at(step: int, peak: float, horizon: int, schedule: str, warmup_ratio: float,
-          decay_rate: float = 0.99, decay_every: int = 10) -> float:
-    """Learning rate at ``step``: linear warm-up, then linear decay to 0 at ``horizon``, the
-    paper's exponential decay (``decay_rate`` every ``decay_every`` steps), or constant.
-
-    >>> [round(lr_at(s, 1.0, 100, "linear", 0.1), 3) for s in (0, 5, 10, 55, 100)]
-    [0.1, 0.6, 1.0, 0.5, 0.0]
-    >>> round(lr_at(30, 1.0, 100, "exp", 0.1, 0.5, 10), 3)
-    0.25
-    """
-    warmup = max(1, round(warmup_ratio * horizon)) if warmup_ratio > 0 else 0
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    if schedule == "constant":
-        return peak
-    if schedule == "exp":
-        return peak * decay_rate ** ((step - warmup) / decay_every)
-    return peak * max(0.0, (horizon - step) / max(1, horizon - warmup))
-
-
-def horizon_for(budget, global_batch: int) -> int | None:
-    """Steps the lr schedule and γ = 100/T assume, from a step or sample budget (None: a time budget).
-
-    >>> from pldrop.train.config import BudgetConfig
-    >>> horizon_for(BudgetConfig(max_samples=100), 32), horizon_for(BudgetConfig(max_minutes=1), 32)
-    (4, None)
-    """
-    if budget.horizon_steps:
-        return budget.horizon_steps
-    if budget.max_steps:
-        return budget.max_steps
-    if budget.max_samples:
-        return math.ceil(budget.max_samples / global_batch)
-    return None
-
-
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """BERT's convention: no weight decay on biases and LayerNorm weights."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
-        (no_decay if p.ndim < 2 else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def finite_or_none(d: dict[str, Any]) -> dict[str, Any]:
-    """JSON has no NaN: non-finite floats become None (``json.dumps(..., allow_nan=False)`` then holds).
-
-    >>> finite_or_none({"a": float("nan"), "b": 1.5, "c": "x"})
-    {'a': None, 'b': 1.5, 'c': 'x'}
-    """
-    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
-
-
-def _get(d: dict, dotted: str):
-    for k in dotted.split("."):
-        d = d.get(k) if isinstance(d, dict) else None
-    return d
-
-
-def config_changes(saved: dict, now: dict, prefix: str = "") -> dict[str, list]:
-    """Dotted keys whose value differs between two config dicts: ``{key: [saved, now]}``.
-
-    >>> config_changes({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}})
-    {'a.c': [2, 3]}
-    """
-    out: dict[str, list] = {}
-    for k in sorted(set(saved) | set(now)):
-        a, b = saved.get(k), now.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out.update(config_changes(a, b, f"{prefix}{k}."))
-        elif a != b:
-            out[f"{prefix}{k}"] = [a, b]
-    return out
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, dataset, batch_size: int, max_seqs: int, bf16: bool, device,
-             loss_fn: torch.nn.Module | None = None) -> dict[str, float]:
-    """Masked-token loss and accuracy over (the first ``max_seqs`` of) the validation set
-    (``loss_fn``: a :class:`MaskedLMLoss` to call instead of a new one, e.g. the FSDP root)."""
-    from ..data.batches import collate
-
-    was_training = (loss_fn if loss_fn is not None else model).training
-    loss_fn = loss_fn if loss_fn is not None else MaskedLMLoss(model)
-    loss_fn.eval()
-    n = len(dataset) if not max_seqs else min(max_seqs, len(dataset))
-    total_loss, correct, count = 0.0, 0, 0
-    for start in range(0, n, batch_size):
-        batch = collate([dataset[i] for i in range(start, min(n, start + batch_size))])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-            loss, c, m = loss_fn(batch["input_ids"], batch["attention_mask"], batch["labels"])
-        if m:
-            total_loss += loss.item() * m
-        correct += int(c)
-        count += m
-    loss_fn.train(was_training)
-    return {"val_loss": total_loss / max(1, count), "val_accuracy": correct / max(1, count), "val_tokens": count}
 
 
 class Interrupted(Exception):
@@ -642,46 +542,3 @@ class PretrainRun:
             if obj is not None:
                 obj.close()
                 setattr(self, name, None)
-
-
-# --- run-folder files -------------------------------------------------------------------------
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise UserError(f"{str(path)!r} is damaged ({e}); it is not a readable pldrop file") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{str(path)!r} is damaged: not a JSON object")
-    return data
-
-
-def _mark(out: Path, command: str | None) -> None:
-    from .rundir import mark_run_folder
-
-    from .command_line import command_line
-
-    mark_run_folder(out, command or command_line())
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop lines logged after the checkpoint we resume from (they will be logged again); a damaged
-    last line (a kill mid-write) is dropped too."""
-    if not path.is_file():
-        return
-    keep = []
-    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if not ln.strip():
-            continue
-        try:
-            rec = json.loads(ln)
-        except ValueError:
-            continue
-        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
-            keep.append(ln)
-    atomic_write_text(path, "".join(ln + "\n" for ln in keep))

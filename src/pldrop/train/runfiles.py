@@ -1,0 +1,86 @@
+"""Files of a run folder: JSON without NaN, what changed between configs, metrics after a kill."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .checkpoint import atomic_write_text
+
+
+def finite_or_none(d: dict[str, Any]) -> dict[str, Any]:
+    """JSON has no NaN: non-finite floats become None (``json.dumps(..., allow_nan=False)`` then holds).
+
+    >>> finite_or_none({"a": float("nan"), "b": 1.5, "c": "x"})
+    {'a': None, 'b': 1.5, 'c': 'x'}
+    """
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def _get(d: dict, dotted: str):
+    for k in dotted.split("."):
+        d = d.get(k) if isinstance(d, dict) else None
+    return d
+
+
+def config_changes(saved: dict, now: dict, prefix: str = "") -> dict[str, list]:
+    """Dotted keys whose value differs between two config dicts: ``{key: [saved, now]}``.
+
+    >>> config_changes({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}})
+    {'a.c': [2, 3]}
+    """
+    out: dict[str, list] = {}
+    for k in sorted(set(saved) | set(now)):
+        a, b = saved.get(k), now.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.update(config_changes(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out[f"{prefix}{k}"] = [a, b]
+    return out
+
+
+# --- run-folder files -------------------------------------------------------------------------
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise UserError(f"{str(path)!r} is damaged ({e}); it is not a readable pldrop file") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{str(path)!r} is damaged: not a JSON object")
+    return data
+
+
+def _mark(out: Path, command: str | None) -> None:
+    from .rundir import mark_run_folder
+
+    from .command_line import command_line
+
+    mark_run_folder(out, command or command_line())
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop lines logged after the checkpoint we resume from (they will be logged again); a damaged
+    last line (a kill mid-write) is dropped too."""
+    if not path.is_file():
+        return
+    keep = []
+    for ln in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if not ln.strip():
+            continue
+        try:
+            rec = json.loads(ln)
+        except ValueError:
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] <= step:
+            keep.append(ln)
+    atomic_write_text(path, "".join(ln + "\n" for ln in keep))
