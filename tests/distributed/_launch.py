@@ -28,9 +28,14 @@ def dist_env(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def torchrun_cmd(*args: str, nproc: int = 2, port: int | None = None) -> list[str]:
-    """``python -m torch.distributed.run`` on one node with ``nproc`` workers."""
-    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--nnodes=1",
-            "--master_addr=127.0.0.1", f"--master_port={port or free_port()}", *args]
+    """``python -m torch.distributed.run`` on one node with ``nproc`` workers.
+
+    Without ``port``, ``--standalone``: the agent binds its rendezvous store to port 0 itself, so
+    two launches at once (tests run in parallel, other jobs on the machine) never race for a port
+    that ``free_port`` found free a moment earlier.
+    """
+    where = ["--standalone"] if port is None else ["--nnodes=1", "--master_addr=127.0.0.1", f"--master_port={port}"]
+    return [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", *where, *args]
 
 
 def run(cmd: list[str], env: dict[str, str], timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:

@@ -26,6 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import pldrop
 from _tiny import flat_params, global_batch, param_groups, shard, tiny_model
+from pldrop.train.distributed import dist_teardown
 
 THETA_BAR, GAMMA, SEED, LR, WD = 0.5, 0.2, 3, 1e-3, 0.1
 
@@ -103,7 +104,7 @@ def main(out: Path, steps: int) -> None:
                      "params_max_diff": diff, "gates_equal": all(g == r["gates"] for g in _gather(r["gates"]))}
     if rank == 0:
         (out / "ddp_result.json").write_text(json.dumps(res))
-    dist.destroy_process_group()
+    dist_teardown()  # barrier first: no rank exits while a peer's collective is in flight
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ import torch.distributed as dist
 from _tiny import flat_params, global_batch, param_groups, shard, tiny_model
 from ddp_worker import GAMMA, LR, SEED, THETA_BAR, WD
 from pldrop.integrations import deepspeed as pld_ds
+from pldrop.train.distributed import dist_teardown
 
 # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op (for inference) at
 # init_distributed: minutes of C++ compilation on a fresh machine, and unused here.
@@ -82,6 +83,7 @@ def main(out: Path, steps: int, indep: bool) -> None:
         print(f"rank {rank}: ZeRO-2 with independent gates", flush=True)
         run(2, steps, seed=SEED + 100 * rank)
         print(f"rank {rank}: ZeRO-2 with independent gates did not fail", flush=True)
+    dist_teardown()  # not reached when the independent-gates run aborts, as expected
 
 
 if __name__ == "__main__":

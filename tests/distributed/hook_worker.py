@@ -21,6 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import pldrop
 from pldrop.integrations.ddp import skip_dropped_buckets_hook
+from pldrop.train.distributed import dist_teardown
 
 
 def make(layers, hidden, hook, bucket_mb):
@@ -77,7 +78,7 @@ def main() -> None:
         }
         (out / "hook_result.json").write_text(json.dumps(res, indent=1))
         print(json.dumps(res))
-    dist.destroy_process_group()
+    dist_teardown()  # barrier first: no rank exits while a peer's collective is in flight
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import transformers
 import pldrop
 from _tiny import flat_params, global_batch, tiny_model
 from pldrop.integrations import PLDCallback
+from pldrop.train.distributed import dist_teardown
 
 THETA_BAR, GAMMA, STEPS = 0.5, 0.3, 8
 
@@ -58,6 +59,7 @@ def main(out: Path) -> None:
                "params_equal": all(torch.equal(f, all_flat[0]) for f in all_flat),
                "untouched": untouched, "log_history": trainer.state.log_history}
         (out / "trainer_result.json").write_text(json.dumps(res))
+    dist_teardown()  # Trainer leaves the group up; exiting with it is the SIGABRT race (docs/distributed.md)
 
 
 if __name__ == "__main__":
