@@ -87,3 +87,18 @@ def test_refuses_module_compile_and_double_compile():
     compile_blocks(model, backend="eager")
     with pytest.raises(ValueError, match="already compiled"):
         compile_blocks(model, backend="eager")
+
+
+def test_bench_columns_side_by_side():
+    from pldrop.bench import format_columns, time_columns
+
+    torch.set_num_threads(1)
+    r = time_columns("tiny", batch_size=2, seq_len=16, vocab_size=99, repeats=2, warmup=2, backend="eager",
+                     progress=False)
+    assert set(r["median_s"]) == {f"{w}/{c}" for w in ("untouched", "pld") for c in ("fp32", "bf16", "compiled")}
+    assert all(t > 0 for t in r["median_s"].values())
+    assert r["recompiles_after_warmup"] == 0  # new kept sets after warmup compile nothing
+    table = format_columns(r)
+    assert "| untouched |" in table and "compiled / fp32" in table
+    with pytest.raises(ValueError, match="fp16"):
+        time_columns("tiny", columns=("fp16",))

@@ -262,3 +262,125 @@ def format_table(result: dict[str, Any]) -> str:
             f"masked-only ({h['fixed_cost_ratio']:.2f}x); full step {h['step_ratio_full_over_masked']:.2f}x slower.",
         ]
     return "\n".join(lines)
+
+
+COLUMNS = ("fp32", "bf16", "compiled", "compiled+bf16")
+
+
+def time_columns(
+    preset: str = "base",
+    batch_size: int = 8,
+    seq_len: int = 128,
+    theta: float = 0.5,
+    columns: tuple[str, ...] = ("fp32", "bf16", "compiled"),
+    repeats: int = 10,
+    warmup: int = 3,
+    vocab_size: int = 30522,
+    seed: int = 0,
+    device: str = "cpu",
+    backend: str = "inductor",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Step time of the untouched model and of PLD at θ, in fp32, bf16 autocast and compiled, side by side.
+
+    Every (model, column) arm runs on the same batch and the arms' steps are interleaved (a
+    seeded shuffle per round); medians of ``repeats`` steps after ``warmup`` (which holds the
+    compilation). ``compiled`` is :func:`pldrop.compile.compile_blocks` (regional: each block's
+    forward, gate in eager Python) with ``backend``, in fp32; ``compiled+bf16`` the same under
+    bf16 autocast.
+
+    Returns:
+        ``{"settings", "machine", "median_s": {"untouched/fp32": …, "pld/fp32": …, …},
+        "kept": mean blocks run per PLD arm, "recompiles": graphs compiled after warmup}``.
+    """
+    from tqdm.auto import tqdm
+
+    from .compile import compile_blocks
+
+    bad = [c for c in columns if c not in COLUMNS]
+    if bad:
+        raise ValueError(f"columns {bad} are not known: use {', '.join(COLUMNS)}")
+    dev = torch.device(device)
+    batch = {k: v.to(dev) for k, v in _batch(batch_size, seq_len, vocab_size, seed).items()}
+    plain = build_model("preln", vocab_size, preset, seq_len=seq_len, seed=seed).to(dev).train()
+    models = {"untouched": plain, "pld": copy.deepcopy(plain)}
+    ctls = {"pld": apply_pld(models["pld"], theta_bar=theta, gamma=0.0, seed=seed)}
+    if any(c.startswith("compiled") for c in columns):
+        models["untouched-c"] = compile_blocks(copy.deepcopy(plain), backend=backend)
+        pc = copy.deepcopy(plain)
+        ctls["pld-c"] = apply_pld(pc, theta_bar=theta, gamma=0.0, seed=seed)
+        models["pld-c"] = compile_blocks(pc, backend=backend)
+    opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
+    L = plain.config.num_hidden_layers
+    calls = iter(range(10**9))
+
+    def arm(which: str, col: str):
+        key = which + ("-c" if col.startswith("compiled") else "")
+        bf16 = col.endswith("bf16")
+
+        def fn():
+            ctl = ctls.get(key)
+            if ctl is not None:
+                ctl.step(next(calls))
+                ctl.hold(theta)
+            _step(models[key], opts[key], batch, False, bf16)
+            return L if ctl is None else sum(ctl.last_kept)
+
+        return fn
+
+    arms = {f"{w}/{c}": arm(w, c) for w in ("untouched", "pld") for c in columns}
+    frames = _frame_count()
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    kept: dict[str, list[int]] = {a: [] for a in arms}
+    rng = random.Random(seed)
+    order = list(arms)
+    with tqdm(total=(warmup + repeats) * len(order), desc=f"columns {preset}", disable=not progress) as bar:
+        for r in range(warmup + repeats):
+            if r == warmup:
+                frames = _frame_count()
+            rng.shuffle(order)
+            for a in order:
+                sync()
+                t0 = time.perf_counter()
+                k = arms[a]()
+                sync()
+                if r >= warmup:
+                    times[a].append(time.perf_counter() - t0)
+                    kept[a].append(int(k))
+                bar.update(1)
+    return {
+        "settings": {"preset": preset, "layers": L, "batch_size": batch_size, "seq_len": seq_len, "theta": theta,
+                     "columns": list(columns), "repeats": repeats, "warmup": warmup, "backend": backend,
+                     "device": str(dev)},
+        "machine": machine_info(),
+        "median_s": {a: statistics.median(v) for a, v in times.items()},
+        "kept": {a: statistics.fmean(v) for a, v in kept.items() if a.startswith("pld")},
+        "recompiles_after_warmup": _frame_count() - frames,
+    }
+
+
+def _frame_count() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"].get("unique_graphs", 0))
+
+
+def format_columns(result: dict[str, Any]) -> str:
+    """A markdown table of :func:`time_columns`: rows untouched / PLD, one column per precision."""
+    s, med = result["settings"], result["median_s"]
+    cols = s["columns"]
+    lines = [
+        f"{s['preset']} (L={s['layers']}), batch {s['batch_size']}, seq {s['seq_len']}, PLD at θ = {s['theta']:g}, "
+        f"{result['machine']['threads']} threads, {s['repeats']} interleaved steps per arm (medians); compiled = "
+        f"compile_blocks, backend {s['backend']}; graphs compiled after warmup: {result['recompiles_after_warmup']}",
+        "",
+        "| model | " + " | ".join(f"{c} (s)" for c in cols) + " | " + " | ".join(f"{c} / fp32" for c in cols[1:]) + " |",
+        "|---" * (1 + 2 * len(cols) - 1) + "|",
+    ]
+    for w in ("untouched", "pld"):
+        base = med[f"{w}/{cols[0]}"]
+        label = w if w == "untouched" else f"PLD ({result['kept'][f'pld/{cols[0]}']:.2f} blocks)"
+        lines.append(f"| {label} | " + " | ".join(f"{med[f'{w}/{c}']:.3f}" for c in cols) + " | "
+                     + " | ".join(f"{med[f'{w}/{c}'] / base:.2f}x" for c in cols[1:]) + " |")
+    return "\n".join(lines)

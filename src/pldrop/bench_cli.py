@@ -117,6 +117,10 @@ def add_parser(sub) -> None:
     add_step_args(s)
     s.add_argument("--bf16", action="store_true", help="bf16 autocast")
     s.add_argument("--device", help="cpu or cuda (default: cuda if there is one)")
+    s.add_argument("--columns", nargs="+", metavar="C", choices=["fp32", "bf16", "compiled", "compiled+bf16"],
+                   help="also time untouched and PLD (at the smallest --thetas) in these precisions side by side, "
+                        "interleaved, e.g. --columns fp32 bf16 compiled (compiled = pldrop.compile.compile_blocks)")
+    s.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled columns")
     s.set_defaults(run=run_step)
     c = bsub.add_parser("converge", help="Post-LN (paper and tuned rate), Pre-LN, Pre-LN + PLD: loss against "
                                          "time and FLOPs, several seeds", description=_doc("converge"),
@@ -296,10 +300,24 @@ def run_step(args) -> int:
     sec = run_step_bench(s, progress=not args.no_progress and sys.stderr.isatty())
     parts = step_parts(s) + [("--bf16", s.bf16), ("--device", s.device), ("--threads", args.threads)]
     res = {"command": canonical_command("bench step", args.out, parts, []), "machine": machine(load0), **sec}
+    columns_md: list[str] = []
+    if getattr(args, "columns", None):
+        from .bench import format_columns, time_columns
+
+        res["columns"] = {}
+        parts += [("--columns", list(args.columns)), ("--compile-backend", args.compile_backend)]
+        res["command"] = canonical_command("bench step", args.out, parts, [])
+        for preset in s.presets:
+            col = time_columns(preset, s.batch_size, s.seq_len, min(s.thetas), tuple(args.columns), s.repeats,
+                               max(s.warmup, 2), s.vocab_size, device=s.device, backend=args.compile_backend,
+                               progress=not args.no_progress and sys.stderr.isatty())
+            res["columns"][preset] = col
+            columns_md += ["", f"## Precisions side by side: {preset}", "", format_columns(col)]
+            print(format_columns(col))
     write_json(args.out / "bench_step.json", res)
     png = plot_step(sec, args.out / "bench_step.png")
     md = ["# pldrop bench step", "", "```", res["command"], "```", ""] + render_machine(res["machine"])
-    (args.out / "bench_step.md").write_text("\n".join(md + render_step(sec, png)), encoding="utf-8")
+    (args.out / "bench_step.md").write_text("\n".join(md + render_step(sec, png) + columns_md), encoding="utf-8")
     for preset, r in sec["presets"].items():
         row = r["rows"][-1]
         print(f"{preset}: θ={row['theta']:g} saves {100 * row['realised_saving']:.1f} % per sample "

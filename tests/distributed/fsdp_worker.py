@@ -141,7 +141,7 @@ def bench(steps: int, layers: int, hidden: int, rank: int, world: int) -> dict:
                         "mean_all_gather_bytes": statistics.fmean(x[1] for x in r),
                         "mean_reduce_scatter_bytes": statistics.fmean(x[2] for x in r),
                         "mean_kept": statistics.fmean(x[3] for x in r), "steps": len(r)}
-    block_bytes = sum(p.numel() * 4 for p in ctl.blocks[0].parameters()) * world  # unsharded fp32
+    block_bytes = sum(p.numel() * 4 for p in ctl.blocks[0].parameters())  # DTensor numel is the global one
     res["settings"] = {"layers": layers, "hidden": hidden, "world": world, "batch": 8, "seq": 32,
                        "block_bytes_unsharded": block_bytes, "threads": torch.get_num_threads()}
     return res
