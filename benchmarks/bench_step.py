@@ -2,10 +2,13 @@
 
     python benchmarks/bench_step.py                      # base, batch 8, seq 128, fp32
     python benchmarks/bench_step.py --preset small --batch 32 --repeats 20 --out small.json
+    python benchmarks/bench_step.py --preset base --columns fp32 bf16 compiled   # precisions side by side
 
 Times full training steps (forward, backward, AdamW) of the untouched Pre-LN model and of the
 same model under PLD at θ in {1.0, 0.75, 0.5}, interleaved in one run, plus the fixed cost (no
-blocks) and the MLM head on all vs masked positions. Writes JSON; see benchmarks/README.md.
+blocks) and the MLM head on all vs masked positions. With ``--columns``, instead: the untouched
+model and PLD at the smallest θ in fp32, bf16 autocast and compiled (``compile_blocks``),
+interleaved. Writes JSON; see benchmarks/README.md.
 """
 
 import argparse
@@ -15,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from pldrop.bench import format_table, reexec_with_tcmalloc, schedule_saving, time_steps
+from pldrop.bench import (COLUMNS, format_columns, format_table, reexec_with_tcmalloc, schedule_saving, time_columns,
+                          time_steps)
 
 
 def main() -> None:
@@ -30,11 +34,21 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--schedule-steps", type=int, default=10_000, help="T for the whole-schedule average")
+    ap.add_argument("--columns", nargs="+", choices=COLUMNS, help="precisions side by side (see above)")
+    ap.add_argument("--compile-backend", default="inductor")
     ap.add_argument("--out", type=Path, default=Path("bench_step.json"))
     args = ap.parse_args()
     reexec_with_tcmalloc()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.columns:
+        res = time_columns(args.preset, args.batch, args.seq_len, min(args.thetas), tuple(args.columns), args.repeats,
+                           max(args.warmup, 2), device=args.device, backend=args.compile_backend,
+                           progress=sys.stderr.isatty())
+        print(format_columns(res))
+        args.out.write_text(json.dumps(res, indent=1))
+        print(f"wrote {args.out}")
+        return
     res = time_steps(args.preset, args.batch, args.seq_len, tuple(args.thetas), args.repeats, args.warmup,
                      "both", args.bf16, device=args.device, progress=sys.stderr.isatty())
     res["schedule"] = schedule_saving(res, args.schedule_steps)

@@ -375,7 +375,8 @@ def format_columns(result: dict[str, Any]) -> str:
         f"{result['machine']['threads']} threads, {s['repeats']} interleaved steps per arm (medians); compiled = "
         f"compile_blocks, backend {s['backend']}; graphs compiled after warmup: {result['recompiles_after_warmup']}",
         "",
-        "| model | " + " | ".join(f"{c} (s)" for c in cols) + " | " + " | ".join(f"{c} / fp32" for c in cols[1:]) + " |",
+        "| model | " + " | ".join(f"{c} (s)" for c in cols) + " | "
+        + " | ".join(f"{c} / fp32" for c in cols[1:]) + " |",
         "|---" * (1 + 2 * len(cols) - 1) + "|",
     ]
     for w in ("untouched", "pld"):

@@ -107,7 +107,8 @@ def train(steps: int, layers: int, rank: int, world: int, die_at: int | None = N
         for phase, kind, _ in COUNTS["log"]:
             c[f"{phase}/{kind}"] = c.get(f"{phase}/{kind}", 0) + 1
         out["counts"].append(c)
-    full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone() for k, v in model.state_dict().items()}
+    full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).detach().clone()
+            for k, v in model.state_dict().items()}  # full_tensor: an all-gather, after the counting
     out["params"] = full
     return out
 

@@ -82,7 +82,9 @@ def shard_with_pld(
 
     ctl = ctl if ctl is not None else get_controller(model)
     if ctl is None:
-        raise ValueError(f"{type(model).__name__} has no PLD applied: call pldrop.apply_pld(model) before shard_with_pld")
+        raise ValueError(
+            f"{type(model).__name__} has no PLD applied: call pldrop.apply_pld(model) before shard_with_pld"
+        )
     if _sharded(model) or any(_sharded(b) for b in ctl.blocks):
         raise ValueError(
             "the model is already sharded with fully_shard: pass the unsharded model (apply_pld, then "
