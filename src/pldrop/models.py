@@ -24,7 +24,8 @@ from .errors import UserError
 # (layers, hidden, heads); intermediate = 4 * hidden as in BERT.
 PRESETS: dict[str, tuple[int, int, int]] = {
     "tiny": (2, 64, 2),  # tests
-    "narrow": (12, 128, 2),  # 12 blocks, like BERT-base in depth: the `pldrop compare` default
+    "narrow": (12, 128, 2),  # 12 blocks, like BERT-base in depth
+    "narrow8": (8, 128, 2),  # the `pldrop compare` default: 1.6x the steps of narrow in a time budget
     "mini": (4, 256, 4),  # BERT-mini
     "small": (4, 512, 8),  # BERT-small
     "medium": (8, 512, 8),  # BERT-medium

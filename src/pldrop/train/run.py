@@ -242,7 +242,7 @@ class PretrainRun:
             try:
                 self.out.mkdir(parents=True)
             except FileExistsError:
-                if any(self.out.iterdir()):
+                if any(p.name != ".pldrop.lock" for p in self.out.iterdir()):  # empty but for our lock
                     raise UserError(f"run folder {str(self.out)!r} was created by another process meanwhile") from None
             _mark(self.out, self.command)
             atomic_write_text(self.out / "config.yaml", dump_config(self.cfg))
