@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import UserError
 from .config import TrainConfig
-from .distributed import any_rank
+from .distributed import any_rank, dist_teardown
 from .run import Interrupted, PretrainRun, evaluate  # noqa: F401 - evaluate: public here since 0.1
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -120,7 +120,8 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             if stage is not None and run.main:
                 stage.commit()
                 stage = None
-            return summary
+        dist_teardown()  # every rank leaves the group together (see pldrop.train.distributed)
+        return summary
     except Interrupted as e:
         if stage is not None:
             if stop.immediate:  # nothing written yet
