@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import pldrop
 from _tiny import flat_params, global_batch, param_groups, shard, tiny_model
-from pldrop.train.distributed import dist_teardown
+from pldrop.train.distributed import dist_teardown, exit_after_teardown
 
 THETA_BAR, GAMMA, SEED, LR, WD = 0.5, 0.2, 3, 1e-3, 0.1
 
@@ -109,3 +109,4 @@ def main(out: Path, steps: int) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 50)
+    exit_after_teardown()  # no interpreter finalization with gloo threads alive (docs/distributed.md)

@@ -24,7 +24,7 @@ import torch.distributed as dist
 from _tiny import flat_params, global_batch, param_groups, shard, tiny_model
 from ddp_worker import GAMMA, LR, SEED, THETA_BAR, WD
 from pldrop.integrations import deepspeed as pld_ds
-from pldrop.train.distributed import dist_teardown
+from pldrop.train.distributed import dist_teardown, exit_after_teardown
 
 # DeepSpeed's CPU backend JIT-compiles a shared-memory all-reduce op (for inference) at
 # init_distributed: minutes of C++ compilation on a fresh machine, and unused here.
@@ -88,3 +88,4 @@ def main(out: Path, steps: int, indep: bool) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else 12, "then-indep" in sys.argv[3:])
+    exit_after_teardown()  # no interpreter finalization with gloo threads alive (docs/distributed.md)

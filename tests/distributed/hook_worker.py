@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 import pldrop
 from pldrop.integrations.ddp import skip_dropped_buckets_hook
-from pldrop.train.distributed import dist_teardown
+from pldrop.train.distributed import dist_teardown, exit_after_teardown
 
 
 def make(layers, hidden, hook, bucket_mb):
@@ -83,3 +83,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    exit_after_teardown()  # no interpreter finalization with gloo threads alive (docs/distributed.md)

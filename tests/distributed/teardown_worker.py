@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from pldrop.train.distributed import dist_setup, dist_teardown
+from pldrop.train.distributed import dist_setup, dist_teardown, exit_after_teardown
 
 SLOW = 2.0  # seconds rank 1 lags behind
 
@@ -41,4 +41,7 @@ def main(out: Path, mode: str) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "teardown")
+    mode = sys.argv[2] if len(sys.argv) > 2 else "teardown"
+    main(Path(sys.argv[1]), mode)
+    if mode == "teardown":
+        exit_after_teardown()

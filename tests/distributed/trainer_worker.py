@@ -17,7 +17,7 @@ import transformers
 import pldrop
 from _tiny import flat_params, global_batch, tiny_model
 from pldrop.integrations import PLDCallback
-from pldrop.train.distributed import dist_teardown
+from pldrop.train.distributed import dist_teardown, exit_after_teardown
 
 THETA_BAR, GAMMA, STEPS = 0.5, 0.3, 8
 
@@ -64,3 +64,4 @@ def main(out: Path) -> None:
 
 if __name__ == "__main__":
     main(Path(sys.argv[1]))
+    exit_after_teardown()  # no interpreter finalization with gloo threads alive (docs/distributed.md)

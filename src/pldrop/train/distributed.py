@@ -52,3 +52,22 @@ def dist_teardown() -> None:
     if dist.get_world_size() > 1:
         dist.barrier()
     dist.destroy_process_group()
+
+
+def exit_after_teardown(code: int = 0) -> None:
+    """``dist_teardown()``, then end the process at once with ``code`` (for the end of a torchrun worker).
+
+    After DDP has wrapped a model, ``destroy_process_group()`` does not free the gloo group
+    (measured, torch 2.13: its 3 threads still run afterwards, even after ``gc.collect()``); it is
+    then torn down during interpreter finalization, where it can still abort with SIGABRT,
+    "terminate called without an active exception" (seen once in 3 runs x 3 tests on a loaded
+    machine *after* the barrier). With nothing left in flight after the barrier, skipping
+    finalization is safe: stdout and stderr are flushed first, and files written with ``with``
+    blocks are already closed.
+    """
+    import sys
+
+    dist_teardown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
