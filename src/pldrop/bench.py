@@ -312,11 +312,11 @@ def time_columns(
         models["pld-c"] = compile_blocks(pc, backend=backend)
     opts = {k: torch.optim.AdamW(m.parameters(), lr=1e-4) for k, m in models.items()}
     L = plain.config.num_hidden_layers
-    calls = iter(range(10**9))
 
     def arm(which: str, col: str):
         key = which + ("-c" if col.startswith("compiled") else "")
         bf16 = col.endswith("bf16")
+        calls = iter(range(10**9))  # per arm: every column's PLD arm sees the same sequence of gates
 
         def fn():
             ctl = ctls.get(key)
