@@ -34,8 +34,8 @@ learning rate (no --lr): as BERT and the PLD paper did, every seed runs at each 
 grid and the rate with the best mean dev score is kept; results.json reports every rate's dev
 (and test) scores under lr_grid, and predictions_<split>_lr<LR>.tsv holds each rate's predictions.
 The grid by the model's hidden size (pldrop.tasks.lr; measured in docs/finetune.md):
-  hidden <  512  1e-4 5e-4 2e-3   presets tiny, narrow (12 x H128), mini; pldrop's briefly
-                                  pretrained models learn little or nothing at BERT's 5e-5
+  hidden <  512  1e-4 5e-4 2e-3   presets tiny, narrow (12 x H128), mini; measured on tiny and
+                                  narrow, which learned nothing at BERT's 5e-5
   hidden <  768  5e-5 1e-4 3e-4   presets small, medium (Turc et al. 2019's grid, one step up)
   hidden >= 768  2e-5 3e-5 5e-5   preset base, BERT-base and wider (Devlin et al. 2019, A.3)
 So the default costs 3 runs per seed (3 with --seeds 0; 9 with --seeds 1 2 3). The chosen
