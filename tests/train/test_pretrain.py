@@ -61,7 +61,7 @@ def test_pretrain_run_folder(tmp_path, capsys):
 
     data = prepare_data([CORPUS], vocab_size=400, tokenizer_dir=out)
     summary = json.loads((out / "summary.json").read_text())
-    again = evaluate(model, data.valid, 8, 16, False, torch.device("cpu"))
+    again = evaluate(model, data.valid, 8, 16, summary["precision"] == "bf16", torch.device("cpu"))
     assert again["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
 
 
