@@ -78,7 +78,17 @@ def main(argv: list[str] | None = None) -> int:
         return e.args[1]
     finally:
         _restore(old)
-    return int(rc or 0)
+    return _end(int(rc or 0))
+
+
+def _end(rc: int) -> int:
+    """Under torchrun, leave the process group together and skip interpreter finalization, where
+    gloo threads kept alive by DDP can abort (see pldrop.train.distributed.exit_after_teardown)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and rc == 0:
+        from .train.distributed import exit_after_teardown
+
+        exit_after_teardown(rc)  # the teardown is a no-op if the command already left the group
+    return rc
 
 
 class _EarlyStop(BaseException):

@@ -296,7 +296,9 @@ def render_machine(meta: dict[str, Any]) -> list[str]:
     if ls or le:
         fmt = lambda x: " / ".join(num(v, 2) for v in x) if x else "–"  # noqa: E731
         cpus = m.get("cpus") or m.get("cores")
-        busy = cpus and max((ls or [0])[0], (le or [0])[0]) > cpus - 0.5
+        # the run's own threads load the machine by about min(cpus, threads) at the end: count the rest
+        own = min(cpus or 1, m.get("torch_threads") or cpus or 1)
+        busy = cpus and ((ls or [0])[0] > 0.5 * cpus or (le or [0])[0] > own + 0.5)
         lines.append(f"Load averages (1, 5, 15 min): {fmt(ls)} at the start, {fmt(le)} at the end."
                      + (" Other processes competed for the CPU: the arms train in lockstep, so the load hits them "
                         "alike, but absolute times are inflated; counted FLOPs are not affected." if busy else ""))

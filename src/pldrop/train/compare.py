@@ -164,7 +164,7 @@ def run(args) -> int:
             _write_compare_file(work, arms, seeds, args.resume)
             for arm, r in runs.items():
                 r.start_or_resume()
-                print(f"== {arm}: {describe(r.cfg)}" + (f", {r.step_count} steps done" if r.step_count else ""),
+                print(f"== {arm}: {describe(r.cfg, r.bf16)}" + (f", {r.step_count} steps done" if r.step_count else ""),
                       flush=True)
             unigram = _unigram(data)
             if unigram:
@@ -269,7 +269,7 @@ def _bar(runs, progress):
     return update
 
 
-def describe(cfg) -> str:
+def describe(cfg, bf16: bool | None = None) -> str:
     from .config import default_lr
 
     lr = cfg.optim.lr if cfg.optim.lr is not None else default_lr(cfg.model.arm, cfg.optim.paper_lrs)
@@ -277,8 +277,9 @@ def describe(cfg) -> str:
     budget = (f"{b.max_steps} steps" if b.max_steps else f"{b.max_samples} samples" if b.max_samples
               else f"{b.max_minutes:g} min")
     pld = f", θ̄={cfg.pld.theta_bar}" if cfg.model.uses_pld else ""
+    precision = cfg.optim.precision if bf16 is None else f"{'bf16' if bf16 else 'fp32'} ({cfg.optim.precision})"
     return (f"preset {cfg.model.preset}, lr {lr:g}, batch {cfg.optim.batch_size}, seq {cfg.data.seq_len}, "
-            f"dropout {cfg.model.dropout:g}, precision {cfg.optim.precision}, budget {budget}{pld}")
+            f"dropout {cfg.model.dropout:g}, precision {precision}, budget {budget}{pld}")
 
 
 def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigram: dict | None,
@@ -295,7 +296,12 @@ def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigr
     records = {arm: recs(arm) for arm in arms}
     first = run_name(arms[-1], seeds[0], len(seeds))
     num_layers = json.loads((out / first / "config.json").read_text())["num_hidden_layers"]
-    settings = {arm: describe(cfgs[run_name(arm, seeds[0], len(seeds))]) for arm in arms}
+    def setting(arm):
+        name = run_name(arm, seeds[0], len(seeds))
+        used = (meta.get("summaries") or {}).get(name, {}).get("precision")
+        return describe(cfgs[name], None if used is None else used == "bf16")
+
+    settings = {arm: setting(arm) for arm in arms}
     meta = {**meta, "seeds": seeds, "configs": {name: c.to_dict() for name, c in cfgs.items()}}
     return write_compare_report(out, records, settings, num_layers, unigram, meta)
 
