@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pldrop.bench import (COLUMNS, format_columns, format_table, reexec_with_tcmalloc, schedule_saving, time_columns,
+from pldrop.reporting.timing import (COLUMNS, format_columns, format_table, reexec_with_tcmalloc, schedule_saving, time_columns,
                           time_steps)
 
 

@@ -189,7 +189,7 @@ def test_report_writes_every_file_and_recomputes_from_metrics(tmp_path):
                                   "preln": synth(sec_per_sample=0.008, rate=1.1),
                                   "pld": synth(sec_per_sample=0.006, rate=1.1, blocks=3, theta=0.5)})
     settings = {a: f"settings of {a}" for a in runs}
-    res = write_compare_report(tmp_path, runs, settings, 4, {"loss": 9.8, "accuracy": 0.06}, META)
+    write_compare_report(tmp_path, runs, settings, 4, {"loss": 9.8, "accuracy": 0.06}, META)
     for f in ("results.json", "report.md", "val_loss.png", "speedup.png", "theta_blocks.png"):
         assert (tmp_path / f).stat().st_size > 0, f
     saved = json.loads((tmp_path / "results.json").read_text())

@@ -90,7 +90,7 @@ def test_refuses_module_compile_and_double_compile():
 
 
 def test_bench_columns_side_by_side():
-    from pldrop.bench import format_columns, time_columns
+    from pldrop.reporting.timing import format_columns, time_columns
 
     torch.set_num_threads(1)
     r = time_columns("tiny", batch_size=2, seq_len=16, vocab_size=99, repeats=2, warmup=2, backend="eager",

@@ -18,8 +18,8 @@ COMMANDS = {
     "compare": "pldrop.train.compare",
     "finetune": "pldrop.tasks.cli",
     "evaluate": "pldrop.tasks.cli_evaluate",
-    "bench": "pldrop.bench_cli",
-    "report": "pldrop.report",
+    "bench": "pldrop.reporting.bench_cmd",
+    "report": "pldrop.reporting.report_cmd",
     "demo": "pldrop.demo",
 }
 

@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .bench import reexec_with_tcmalloc
+    from .reporting.timing import reexec_with_tcmalloc
     from .errors import UserError
 
     if args.steps < 1 or args.batch_size < 1 or args.seq_len < 8:

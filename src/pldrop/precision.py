@@ -118,7 +118,7 @@ def measure(
     on the machine hits both alike; medians of ``repeats`` steps each. Returns one row per preset:
     hidden size, the two medians and ``speedup`` = fp32 / bf16.
     """
-    from .bench import _batch, _step
+    from .reporting.timing import _batch, _step
     from .models import build_model
 
     dev = torch.device(device)

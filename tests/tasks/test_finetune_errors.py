@@ -10,17 +10,7 @@ import pytest
 
 from pldrop.cli import main
 
-from .test_finetune import make_tiny_model, one_thread, write_keyword_task  # noqa: F401  (fixture)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return write_keyword_task(tmp_path_factory.mktemp("kw") / "data", n_train=20, n_dev=6)
+from .test_finetune import make_tiny_model, one_thread  # noqa: F401  (fixture; `tiny` and `data` come from conftest.py)
 
 
 def _copy(src: Path, dst: Path, *names: str) -> Path:

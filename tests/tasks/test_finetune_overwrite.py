@@ -11,19 +11,9 @@ import pytest
 
 from pldrop.cli import main
 
-from .test_finetune import make_tiny_model, one_thread, write_keyword_task  # noqa: F401  (fixture)
+from .test_finetune import one_thread  # noqa: F401  (fixture; `tiny` and `data` come from conftest.py)
 
 FAST = ["--lr", "2e-3", "--batch-size", "16", "--warmup-ratio", "0", "--max-steps", "2", "--no-progress"]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    return write_keyword_task(tmp_path_factory.mktemp("kw") / "data", n_train=20, n_dev=6)
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -1,7 +1,6 @@
 """Lockstep compare: arms interleaved one step at a time in one process, independent of each other."""
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -120,7 +120,7 @@ def test_sigterm_writes_checkpoint_and_exits_cleanly(tmp_path):
     time.sleep(1.0)
     p.send_signal(signal.SIGTERM)
     rc = p.wait(timeout=60)
-    stdout, stderr = p.stdout.read(), p.stderr.read()
+    stderr = p.stderr.read()
     assert rc == 143, stderr
     assert "checkpoint saved" in stderr and "Traceback" not in stderr  # the interrupt message goes to stderr
     step = json.loads((out / "checkpoints" / "latest.json").read_text())["step"]

@@ -1,5 +1,8 @@
-"""Measuring the paper's claims: the machinery behind `pldrop bench` and `pldrop report`.
+"""Measuring the paper's claims: the commands `pldrop bench` and `pldrop report`, and what they use.
 
+    bench_cmd.py  `pldrop bench step | converge`: arguments, run folder, JSON/Markdown/PNG out
+    report_cmd.py `pldrop report`: bench step + converge + ablations + downstream -> report.md
+    timing.py     interleaved step timing of the untouched model and PLD (every θ, fp32/bf16/compiled)
     step.py       time per sample against θ, baseline and PLD steps interleaved
     runs.py       RunSpec -> a pretraining run folder on one shared corpus, reused when finished
     protocol.py   the convergence protocol (Post-LN sweep, four arms x seeds) and the ablations

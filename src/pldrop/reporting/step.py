@@ -1,11 +1,11 @@
 """`pldrop bench step`: time per sample against θ, baseline and PLD steps interleaved.
 
-For each preset, :func:`pldrop.bench.time_steps` times full training steps (forward, backward,
+For each preset, :func:`pldrop.reporting.timing.time_steps` times full training steps (forward, backward,
 AdamW) of the untouched Pre-LN model, of the same model under PLD with θ held at each value,
 and of the fixed cost (every block skipped), all interleaved in one run so machine noise hits
 them alike. From the medians: realised saving ``1 - t(θ)/t(1)`` against the saving predicted by
 the blocks that ran, ``1 - (fixed + kept·block)/t(1)``; and the average predicted saving over a
-whole schedule (θ from 1 to θ̄ with γ = 100/T, :func:`pldrop.bench.schedule_saving`).
+whole schedule (θ from 1 to θ̄ with γ = 100/T, :func:`pldrop.reporting.timing.schedule_saving`).
 """
 
 from __future__ import annotations
@@ -62,10 +62,10 @@ class StepSettings:
 def run_step_bench(s: StepSettings, progress: bool = False, log=print) -> dict[str, Any]:
     """Time every preset; returns the JSON section ``{"settings", "presets": {name: result}}``.
 
-    Each result is :func:`pldrop.bench.time_steps`'s, plus ``schedule`` (the whole-schedule
+    Each result is :func:`pldrop.reporting.timing.time_steps`'s, plus ``schedule`` (the whole-schedule
     average), ``time_per_sample_s`` ({arm: median step time / batch}).
     """
-    from ..bench import schedule_saving, time_steps
+    from .timing import schedule_saving, time_steps
 
     out: dict[str, Any] = {"settings": asdict(s), "presets": {}}
     for preset in s.presets:

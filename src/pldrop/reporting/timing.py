@@ -23,13 +23,13 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
-from .models import build_model, masked_lm_loss
-from .schedule import gamma_for_steps, keep_probs, theta
-from .surgery import apply_pld
+from ..models import build_model, masked_lm_loss
+from ..schedule import gamma_for_steps, keep_probs, theta
+from ..surgery import apply_pld
 
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 
@@ -78,6 +78,42 @@ def _step(model, opt, batch, full_head: bool, autocast: bool) -> None:
     opt.zero_grad(set_to_none=True)
 
 
+def interleave(arms: dict[str, Callable[[], int]], repeats: int, warmup: int, seed: int, device: torch.device,
+               desc: str, progress: bool, on_warm: Callable[[], Any] | None = None,
+               ) -> tuple[dict[str, list[float]], dict[str, list[int]]]:
+    """Run every arm ``warmup + repeats`` times, the order of the arms shuffled (seeded) in each round.
+
+    Each arm is a call that runs one training step and returns the blocks it ran; only the
+    ``repeats`` rounds after the warm-up are timed. ``on_warm`` is called once, when the warm-up
+    is over (e.g. to count the graphs compiled so far).
+
+    Returns:
+        ``(times, kept)``: per arm, the seconds of each timed step and the blocks each ran.
+    """
+    from tqdm.auto import tqdm
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {a: [] for a in arms}
+    kept: dict[str, list[int]] = {a: [] for a in arms}
+    rng = random.Random(seed)
+    order = list(arms)
+    with tqdm(total=(warmup + repeats) * len(order), desc=desc, disable=not progress, unit="step") as bar:
+        for r in range(warmup + repeats):
+            if r == warmup and on_warm is not None:
+                on_warm()
+            rng.shuffle(order)
+            for a in order:
+                sync()
+                t0 = time.perf_counter()
+                k = arms[a]()
+                sync()
+                if r >= warmup:
+                    times[a].append(time.perf_counter() - t0)
+                    kept[a].append(int(k))
+                bar.update(1)
+    return times, kept
+
+
 def time_steps(
     preset: str = "base",
     batch_size: int = 8,
@@ -93,8 +129,6 @@ def time_steps(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Time interleaved training steps; returns a JSON-able dict (see module docstring)."""
-    from tqdm.auto import tqdm
-
     dev = torch.device(device)
     batch = {k: v.to(dev) for k, v in _batch(batch_size, seq_len, vocab_size, seed).items()}
     plain = build_model("preln", vocab_size, preset, seq_len=seq_len, seed=seed).to(dev).train()
@@ -133,25 +167,7 @@ def time_steps(
         arms["untouched/full-head"] = run_plain(True)
         arms["fixed/full-head"] = run_pld(None, True)
 
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    times: dict[str, list[float]] = {a: [] for a in arms}
-    kept: dict[str, list[int]] = {a: [] for a in arms}
-    rng = random.Random(seed)
-    order = list(arms)
-    total = (warmup + repeats) * len(order)
-    with tqdm(total=total, desc=f"bench {preset} b{batch_size}", disable=not progress, unit="step") as bar:
-        for r in range(warmup + repeats):
-            rng.shuffle(order)
-            for a in order:
-                sync()
-                t0 = time.perf_counter()
-                k = arms[a]()
-                sync()
-                dt = time.perf_counter() - t0
-                if r >= warmup:
-                    times[a].append(dt)
-                    kept[a].append(int(k))
-                bar.update(1)
+    times, kept = interleave(arms, repeats, warmup, seed, dev, f"bench {preset} b{batch_size}", progress)
 
     med = {a: statistics.median(v) for a, v in times.items()}
     t_full, t_fixed = med["untouched"], med["fixed"]
@@ -293,9 +309,7 @@ def time_columns(
         ``{"settings", "machine", "median_s": {"untouched/fp32": …, "pld/fp32": …, …},
         "kept": mean blocks run per PLD arm, "recompiles": graphs compiled after warmup}``.
     """
-    from tqdm.auto import tqdm
-
-    from .compile import compile_blocks
+    from ..compile import compile_blocks
 
     bad = [c for c in columns if c not in COLUMNS]
     if bad:
@@ -329,26 +343,9 @@ def time_columns(
         return fn
 
     arms = {f"{w}/{c}": arm(w, c) for w in ("untouched", "pld") for c in columns}
-    frames = _frame_count()
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    times: dict[str, list[float]] = {a: [] for a in arms}
-    kept: dict[str, list[int]] = {a: [] for a in arms}
-    rng = random.Random(seed)
-    order = list(arms)
-    with tqdm(total=(warmup + repeats) * len(order), desc=f"columns {preset}", disable=not progress) as bar:
-        for r in range(warmup + repeats):
-            if r == warmup:
-                frames = _frame_count()
-            rng.shuffle(order)
-            for a in order:
-                sync()
-                t0 = time.perf_counter()
-                k = arms[a]()
-                sync()
-                if r >= warmup:
-                    times[a].append(time.perf_counter() - t0)
-                    kept[a].append(int(k))
-                bar.update(1)
+    frames = [_frame_count()]
+    times, kept = interleave(arms, repeats, warmup, seed, dev, f"columns {preset}", progress,
+                             on_warm=lambda: frames.append(_frame_count()))
     return {
         "settings": {"preset": preset, "layers": L, "batch_size": batch_size, "seq_len": seq_len, "theta": theta,
                      "columns": list(columns), "repeats": repeats, "warmup": warmup, "backend": backend,
@@ -356,7 +353,7 @@ def time_columns(
         "machine": machine_info(),
         "median_s": {a: statistics.median(v) for a, v in times.items()},
         "kept": {a: statistics.fmean(v) for a, v in kept.items() if a.startswith("pld")},
-        "recompiles_after_warmup": _frame_count() - frames,
+        "recompiles_after_warmup": _frame_count() - frames[-1],
     }
 
 

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from .bench_cli import (
+from .bench_cmd import (
     add_common, add_step_args, add_train_args, base_config, canonical_command, execute_converge, load_now, machine,
     prepare_out, reexec_with_tcmalloc, scale_of, setup_threads, step_parts, step_settings, train_parts, write_json,
 )
@@ -85,7 +85,7 @@ def add_parser(sub) -> None:
 
 
 def downstream_settings(args):
-    from .reporting.downstream import DownstreamSettings
+    from .downstream import DownstreamSettings
 
     src = FT_QUICK if args.quick else FT_DEFAULTS
     given = {"tasks": args.tasks, "seeds": args.ft_seeds, "epochs": args.ft_epochs, "lr": args.ft_lr,
@@ -95,8 +95,8 @@ def downstream_settings(args):
 
 def check_tasks(ds, cache_dir: str | None) -> None:
     """Load every downstream task once now, so a bad name or path fails before any pretraining."""
-    from .tasks.cli_evaluate import task_data_arg
-    from .tasks.registry import load_task
+    from ..tasks.cli_evaluate import task_data_arg
+    from ..tasks.registry import load_task
 
     for task in ds.tasks:
         load_task(task, task_data_arg(task, ds.data), cache_dir=cache_dir)
@@ -106,7 +106,7 @@ def _step_section(args, settings, progress: bool):
     """The step timing, or the one already in --out when resuming with the same settings."""
     from dataclasses import asdict
 
-    from .reporting.step import run_step_bench
+    from .step import run_step_bench
 
     saved = args.out / "bench_step.json"
     if args.resume and saved.is_file():
@@ -120,11 +120,11 @@ def _step_section(args, settings, progress: bool):
 
 
 def run(args) -> int:
-    from .reporting.claims import build_claims
-    from .reporting.downstream import run_downstream
-    from .reporting.plots import plot_step
-    from .reporting.render import render_report
-    from .train.loop import Interrupted as _Interrupted
+    from .claims import build_claims
+    from .downstream import run_downstream
+    from .plots import plot_step
+    from .render import render_report
+    from ..train.loop import Interrupted as _Interrupted
 
     if args.rerender:
         return rerender(args.out)
@@ -182,9 +182,9 @@ def run(args) -> int:
 
 def rerender(out: Path) -> int:
     """Rebuild the claims section and report.md from ``out/report.json`` (same measurements)."""
-    from .errors import UserError
-    from .reporting.claims import build_claims
-    from .reporting.render import render_report
+    from ..errors import UserError
+    from .claims import build_claims
+    from .render import render_report
 
     path = out / "report.json"
     if not path.is_file():

@@ -136,7 +136,7 @@ def add_parser(sub) -> None:
 
 
 def _doc(which: str) -> str:
-    from .reporting import protocol, step
+    from . import protocol, step
 
     return (step.__doc__ if which == "step" else protocol.__doc__) + "\nexit codes: 0 done, 2 bad input, 130 interrupted."
 
@@ -149,7 +149,7 @@ def _pick(args, dest: str, key: str, defaults: dict, quick: dict):
 
 
 def step_settings(args, device: str | None = None):
-    from .reporting.step import StepSettings
+    from .step import StepSettings
 
     kw = {k: _pick(args, f"step_{k}", k, STEP_DEFAULTS, STEP_QUICK) for k in STEP_DEFAULTS}
     import torch
@@ -159,7 +159,7 @@ def step_settings(args, device: str | None = None):
 
 
 def scale_of(args):
-    from .reporting.protocol import Scale
+    from .protocol import Scale
 
     kw = {k: _pick(args, k, k, SCALE_DEFAULTS, SCALE_QUICK) for k in SCALE_DEFAULTS}
     if args.minutes is not None:
@@ -171,9 +171,9 @@ def scale_of(args):
 
 def base_config(args):
     """The resolved config every run starts from, and the train knobs as resolved."""
-    from .errors import UserError
-    from .reporting.runs import PROTOCOL_KEYS
-    from .train.config import load_config
+    from ..errors import UserError
+    from .runs import PROTOCOL_KEYS
+    from ..train.config import load_config
 
     train = {k: _pick(args, k, k, TRAIN_DEFAULTS, TRAIN_QUICK) for k in TRAIN_DEFAULTS}
     overrides = list(args.overrides or [])
@@ -225,8 +225,8 @@ def train_parts(args, train: dict, scale) -> list[tuple[str, Any]]:
 # --- shared plumbing ------------------------------------------------------------------------
 
 def reexec_with_tcmalloc(args) -> None:
-    """Restart under tcmalloc (see :func:`pldrop.bench.reexec_with_tcmalloc`) unless --no-tcmalloc."""
-    from .bench import reexec_with_tcmalloc as reexec
+    """Restart under tcmalloc (see :func:`pldrop.reporting.timing.reexec_with_tcmalloc`) unless --no-tcmalloc."""
+    from .timing import reexec_with_tcmalloc as reexec
 
     if not args.no_tcmalloc:
         reexec(args.command)
@@ -238,8 +238,8 @@ def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
     after the command's inputs were checked."""
     import shutil
 
-    from .train.command_line import command_line
-    from .train.rundir import MARKER, check_out, mark_run_folder
+    from ..train.command_line import command_line
+    from ..train.rundir import MARKER, check_out, mark_run_folder
 
     check_out(out, resume=resume and out.is_dir() and any(out.iterdir()), overwrite=overwrite)
     if overwrite and out.is_dir() and any(out.iterdir()):
@@ -251,7 +251,7 @@ def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
 
 def machine(start_load: float | None = None) -> dict[str, Any]:
     """The machine: CPU model, cores, threads, torch and Python versions, load average."""
-    from .bench import machine_info
+    from .timing import machine_info
 
     m = machine_info()
     m["cores"] = os.cpu_count()
@@ -264,13 +264,13 @@ def load_now() -> float | None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    from .train.checkpoint import atomic_write_text
+    from ..train.checkpoint import atomic_write_text
 
     atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
 def setup_threads(args) -> None:
-    from .errors import UserError
+    from ..errors import UserError
 
     if args.threads is not None:
         if args.threads < 1:
@@ -281,7 +281,7 @@ def setup_threads(args) -> None:
 
 
 def num_layers(cfg) -> int:
-    from .models import PRESETS
+    from ..models import PRESETS
 
     if cfg.model.config_file:
         return int(json.loads(Path(cfg.model.config_file).read_text())["num_hidden_layers"])
@@ -291,9 +291,9 @@ def num_layers(cfg) -> int:
 # --- bench step -----------------------------------------------------------------------------
 
 def run_step(args) -> int:
-    from .reporting.plots import plot_step
-    from .reporting.render import render_machine, render_step
-    from .reporting.step import run_step_bench
+    from .plots import plot_step
+    from .render import render_machine, render_step
+    from .step import run_step_bench
 
     reexec_with_tcmalloc(args)
     s = step_settings(args, args.device)
@@ -305,7 +305,7 @@ def run_step(args) -> int:
     res = {"command": canonical_command("bench step", args.out, parts, []), "machine": machine(load0), **sec}
     columns_md: list[str] = []
     if getattr(args, "columns", None):
-        from .bench import format_columns, time_columns
+        from .timing import format_columns, time_columns
 
         res["columns"] = {}
         parts += [("--columns", list(args.columns)), ("--compile-backend", args.compile_backend)]
@@ -335,9 +335,9 @@ def run_step(args) -> int:
 def execute_converge(out: Path, cfg, scale, ablations: bool, progress: bool | None, log=print) -> tuple:
     """Run the convergence protocol (and the ablations) into ``out/runs``; returns
     ``(runner, converge_section, ablations_section or None, plots)``."""
-    from .reporting.plots import plot_loss_curves, plot_section_speedup
-    from .reporting.protocol import run_ablations, run_converge
-    from .reporting.runs import Runner
+    from .plots import plot_loss_curves, plot_section_speedup
+    from .protocol import run_ablations, run_converge
+    from .runs import Runner
     scale.eval_every = cfg.eval_every
     runner = Runner(out / "runs", cfg, progress=progress, log=log)
     L = num_layers(cfg)
@@ -356,8 +356,8 @@ def execute_converge(out: Path, cfg, scale, ablations: bool, progress: bool | No
 
 
 def run_converge(args) -> int:
-    from .reporting.render import render_ablations, render_converge, render_machine
-    from .train.loop import Interrupted as _Interrupted
+    from .render import render_ablations, render_converge, render_machine
+    from ..train.loop import Interrupted as _Interrupted
 
     reexec_with_tcmalloc(args)
     cfg, train = base_config(args)
