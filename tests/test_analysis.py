@@ -222,3 +222,22 @@ def test_report_says_when_pld_does_not_help(tmp_path):
     h = res["analysis"]["headline"]["pld"]["speedup"]["wall"]["mean"]
     assert h == pytest.approx(1 / 1.2)
     assert statistics.fmean([1.0]) == 1.0
+
+
+@pytest.mark.parametrize("pld_sec, says", [
+    # Pre-LN learns at 0.8x Post-LN's pace per sample at the same cost: architecture 0.8x.
+    (0.0025, "the speed-up is dropping's"),  # dropping 3.2x: total 2.56x, a speed-up, all of it dropping's
+    (0.009, "so Pre-LN + PLD is no faster than Post-LN BERT overall"),  # dropping 1.11x: total 0.89x, no speed-up
+])
+def test_decomposition_sentence_follows_the_total(tmp_path, pld_sec, says):
+    runs = _write_runs(tmp_path, {"baseline": synth(sec_per_sample=0.01),
+                                  "preln": synth(sec_per_sample=0.01, rate=0.8),
+                                  "pld": synth(sec_per_sample=pld_sec, rate=0.8, blocks=3)})
+    res = write_compare_report(tmp_path, runs, {}, 4, {"loss": 9.8, "accuracy": 0.06}, META)
+    h = res["analysis"]["decomposition"]["headline"]
+    assert h["architecture"]["wall"] == pytest.approx(0.8)
+    assert h["dropping"]["wall"] == pytest.approx(0.01 / pld_sec)
+    md = (tmp_path / "report.md").read_text()
+    assert says in md
+    other = {"the speed-up is dropping's", "no faster than Post-LN BERT overall"} - {says}
+    assert not any(o in md for o in other)

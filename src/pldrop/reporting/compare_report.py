@@ -219,7 +219,11 @@ def render_decomposition(an: dict[str, Any], labels: dict[str, str]) -> list[str
             lines.append("**Dropping does not help here**: Pre-LN + PLD is no faster than Pre-LN alone to this loss; "
                          f"the speed-up over {base} comes from the architecture and its learning rate.")
         elif a is not None and a <= 1:
-            lines.append(f"Pre-LN alone is no faster than {base} here; the speed-up is dropping's.")
+            if tot is not None and tot > 1:
+                lines.append(f"Pre-LN alone is no faster than {base} here; the speed-up is dropping's.")
+            else:
+                lines.append(f"Dropping makes Pre-LN {times(dr)} faster, but Pre-LN with its rate is {times(a)} of "
+                             f"{base}'s speed here, so Pre-LN + PLD is no faster than {base} overall.")
         lines.append("")
     return lines
 
