@@ -1,6 +1,8 @@
-"""`torchrun -m pldrop pretrain --fsdp` with 2 CPU ranks: the same training as DDP, a loadable model."""
+"""`torchrun -m pldrop pretrain --fsdp` with 2 CPU ranks: the same training as DDP, a loadable model,
+an exact --resume."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -37,10 +39,23 @@ def test_fsdp_pretrain_matches_ddp_and_saves_full_weights(tmp_path):
     assert wa.keys() == wb.keys()
     for k in wa:
         torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-5)
-    # its checkpoints hold weights only: --resume says so in one line
-    proc = run(torchrun_cmd("-m", "pldrop", "pretrain", "--out", str(fsdp), "--resume", "--fsdp", "--max-steps", "8",
-                            "--no-progress"), env, timeout=120)
-    assert proc.returncode != 0 and "--resume of a --fsdp run is not supported yet" in proc.stdout
+    # its checkpoints hold the full weights and optimizer state: resumed from step 3, the same run
+    half = tmp_path / "half"
+    shutil.copytree(fsdp, half)
+    shutil.rmtree(half / "checkpoints" / "step-0000006")
+    (half / "checkpoints" / "latest.json").write_text(json.dumps({"checkpoint": "step-0000003", "step": 3}))
+    (half / "model.safetensors").unlink()
+    (half / "summary.json").unlink()
+    proc = pretrain(half, env, "--fsdp", "--resume")
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    c = [json.loads(ln) for ln in (half / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in c] == [1, 2, 3, 4, 5, 6]
+    for k in ("loss", "theta", "blocks_run"):
+        assert [r[k] for r in c[3:]] == pytest.approx([r[k] for r in b[3:]], rel=1e-5), k
+    assert c[-1]["val_loss"] == pytest.approx(b[-1]["val_loss"], rel=1e-5)
+    wc = load_file(str(half / "model.safetensors"))
+    for k in wb:
+        torch.testing.assert_close(wc[k], wb[k], rtol=1e-5, atol=1e-6)
 
 
 def test_fsdp_without_torchrun_is_one_line(tmp_path, capsys, monkeypatch):

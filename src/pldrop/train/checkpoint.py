@@ -23,7 +23,7 @@ import re
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -102,11 +102,14 @@ def latest_checkpoint(root: Path) -> Path | None:
     return path
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    restore: Callable[[dict, dict], None] | None = None) -> dict[str, Any]:
     """Restore model, optimizer and RNG from ``path``; returns ``state.json``'s content.
 
     Every file is checked against ``manifest.json`` first (``state.json`` included); a checkpoint
     without one (pldrop before 0.2) is checked against the hashes its ``state.json`` lists.
+    ``restore(weights, optimizer_state)`` puts the loaded full state in place of the default
+    ``model.load_state_dict`` / ``optimizer.load_state_dict`` (FSDP2: each rank keeps its shard).
     """
     manifest = path / MANIFEST
     if manifest.exists():
@@ -130,11 +133,15 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
             raise UserError(f"checkpoint {str(path)!r} is damaged: {f} is missing, truncated or modified")
     try:
         tensors = load_file(str(path / "model.safetensors"))
-        model.load_state_dict(tensors, strict=True)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns about the pickle protocol before refusing
-            optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+            opt_state = torch.load(path / "optimizer.pt", weights_only=True)
             rng = torch.load(path / "rng.pt", weights_only=True)
+        if restore is None:
+            model.load_state_dict(tensors, strict=True)
+            optimizer.load_state_dict(opt_state)
+        else:
+            restore(tensors, opt_state)
     except pickle.UnpicklingError:
         raise UserError(f"checkpoint {str(path)!r} cannot be loaded: it holds objects other than tensors and "
                         "plain data, which pldrop refuses to unpickle") from None

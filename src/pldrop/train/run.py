@@ -82,6 +82,26 @@ def _full_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
+def _full_train_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """The unsharded weights and optimizer state of an FSDP2 model, on rank 0's CPU (a collective:
+    every rank calls it; the optimizer state is keyed by parameter name)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    return get_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+def _restore_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+    """A ``restore`` for :func:`load_checkpoint` under FSDP2: every rank reads the full state from the
+    checkpoint and keeps its own shard of the weights and the optimizer state."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_state_dict
+
+    def restore(weights: dict, opt_state: dict) -> None:
+        set_state_dict(model, optimizer, model_state_dict=weights, optim_state_dict=opt_state,
+                       options=StateDictOptions(full_state_dict=True, strict=True))
+
+    return restore
+
+
 # --- the run ----------------------------------------------------------------------------------
 
 
@@ -266,10 +286,9 @@ class PretrainRun:
         import yaml
 
         ckpt = latest_checkpoint(self.out / "checkpoints")
-        if (self.engine is not None or self.cfg.fsdp) and ckpt is not None:
-            kind = "--deepspeed" if self.engine is not None else "--fsdp"
-            raise UserError(f"--resume of a {kind} run is not supported yet (its checkpoints hold the weights, not the "
-                            "sharded optimizer state); start a new run")
+        if self.engine is not None and ckpt is not None:
+            raise UserError("--resume of a --deepspeed run is not supported yet (its checkpoints hold the weights, not "
+                            "the engine's optimizer state); start a new run")
         info = _read_json(self.out / "pldrop.json") if (self.out / "pldrop.json").is_file() else {}
         self.pld_info["resumes"] = list(info.get("resumes", []))
         saved_fp, now_fp = info.get("corpus_fingerprint"), self.pld_info["corpus_fingerprint"]
@@ -290,7 +309,8 @@ class PretrainRun:
         change.update(config_changes(saved_cfg if isinstance(saved_cfg, dict) else {}, self.cfg.to_dict()))
         if ckpt is not None:
             with self.own_rng():
-                state = load_checkpoint(ckpt, self.model, self.optimizer)
+                restore = _restore_sharded(self.model, self.optimizer) if self.cfg.fsdp else None
+                state = load_checkpoint(ckpt, self.model, self.optimizer, restore)  # FSDP: every rank reads it
                 self.rng_state = torch.get_rng_state()
             self.step_count, self.samples = int(state["step"]), int(state["samples"])
             self.train_time, self.flops = float(state["train_time"]), float(state["flops"])
@@ -471,9 +491,10 @@ class PretrainRun:
 
     def save(self) -> None:
         """An atomic checkpoint (rank 0); under DeepSpeed only the weights (its state holds Python objects)."""
-        model = self.model
-        if self.cfg.fsdp:  # gather the full weights on every rank (a collective); rank 0 writes them
-            model = _Frozen(_full_state_dict(self.model))
+        model, optimizer = self.model, self.optimizer
+        if self.cfg.fsdp:  # gather full weights and optimizer state (a collective); rank 0 writes them
+            weights, opt_state = _full_train_state(self.model, self.optimizer)
+            model, optimizer = _Frozen(weights), _Frozen(opt_state)
         if not self.main:
             return
         state = {"step": self.step_count, "samples": self.samples, "train_time": self.train_time,
@@ -486,8 +507,8 @@ class PretrainRun:
         collect_stale_tmp(root)  # half-written checkpoints of killed processes
         try:
             with self.own_rng():  # the checkpoint stores this run's RNG stream
-                weights_only = self.engine is not None or self.cfg.fsdp  # resumable only without them (yet)
-                save_checkpoint(root, model, _NoState() if weights_only else self.optimizer, state)
+                weights_only = self.engine is not None  # DeepSpeed's state holds Python objects: not resumable (yet)
+                save_checkpoint(root, model, _NoState() if weights_only else optimizer, state)
         except OSError as e:
             collect_stale_tmp(root, pattern=re.compile(r"\.tmp-(\d+)"), include_self=True)
             last = latest_checkpoint(root)
