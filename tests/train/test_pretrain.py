@@ -63,6 +63,11 @@ def test_pretrain_run_folder(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     again = evaluate(model, data.valid, 8, 16, summary["precision"] == "bf16", torch.device("cpu"))
     assert again["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
+    # ... and so is the word-order probe, logged with the final evaluation only
+    probe = evaluate(model, data.valid, 8, 16, summary["precision"] == "bf16", torch.device("cpu"), shuffled=True)
+    assert probe["val_accuracy_shuffled"] == pytest.approx(summary["val_accuracy_shuffled"], abs=1e-9)
+    assert probe["val_loss_shuffled"] == pytest.approx(summary["val_loss_shuffled"], rel=1e-5)
+    assert [r["step"] for r in recs if "val_loss_shuffled" in r] == [6]
 
 
 def test_baseline_arm_is_post_ln_bert(tmp_path):

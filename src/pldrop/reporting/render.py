@@ -22,7 +22,7 @@ VERDICT = {"agrees": "Agrees", "smaller": "Smaller than the paper", "larger": "L
 def render_step(section: dict[str, Any], plot: str | None = None) -> list[str]:
     lines: list[str] = []
     for preset, res in section["presets"].items():
-        s, med, tps = res["settings"], res["median_s"], res["time_per_sample_s"]
+        s, tps = res["settings"], res["time_per_sample_s"]
         L = s["layers"]
         lines += [f"### {preset} ({L} blocks), batch {s['batch_size']}, seq {s['seq_len']}, "
                   f"{s['repeats']} interleaved steps per arm (medians)", "",

@@ -23,6 +23,7 @@ KEYS = ("wall", "flops", "samples")  # what "time to a loss" is counted in
 TARGET_STEP = 0.1  # target losses every 0.1 nat along the baseline's curve
 PLATEAU_ACCURACY = 0.15  # a baseline has left the unigram plateau at >= this masked-token accuracy ...
 PLATEAU_MARGIN = 0.7  # ... and a validation loss >= this far below the unigram loss (issue 12)
+ORDER_GAP = 0.02  # a model reads word order if shuffling its validation text costs >= this much accuracy
 PAPER_SPEEDUP = 2.5  # the paper's claim: 2.5x faster than Post-LN BERT to the same accuracy
 REL_TOL = 0.2  # a measured speed-up agrees with the paper's within ±20 % (as pldrop.reporting.claims)
 
@@ -70,6 +71,7 @@ def summarize(records: Records, num_layers: int) -> dict[str, Any]:
     last = records[-1]
     half = records[len(records) // 2:]
     evals = eval_points(records)
+    probe = next((r for r in reversed(records) if r.get("val_accuracy_shuffled") is not None), {})
     return {
         "steps": last["step"],
         "samples": last["samples"],
@@ -83,6 +85,9 @@ def summarize(records: Records, num_layers: int) -> dict[str, Any]:
         "final_val_loss": evals[-1]["val_loss"] if evals else None,
         "final_val_accuracy": evals[-1].get("val_accuracy") if evals else None,
         "best_val_loss": min(r["val_loss"] for r in evals) if evals else None,
+        # the word-order probe on the final model (evaluation.shuffle_order); None in older runs
+        "final_val_accuracy_shuffled": probe.get("val_accuracy_shuffled"),
+        "final_val_loss_shuffled": probe.get("val_loss_shuffled"),
     }
 
 
@@ -331,7 +336,8 @@ def _common_targets(baselines: list[Records], top: float | None) -> list[float]:
 
 def _mean_summary(figs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = ("steps", "samples", "train_time_s", "flops", "time_per_sample_s", "steady_time_per_sample_s",
-            "mean_blocks_run", "steady_blocks_run", "final_val_loss", "final_val_accuracy", "best_val_loss")
+            "mean_blocks_run", "steady_blocks_run", "final_val_loss", "final_val_accuracy", "best_val_loss",
+            "final_val_accuracy_shuffled", "final_val_loss_shuffled")
     return {k: interval([f.get(k) for f in figs])["mean"] for k in keys}
 
 
@@ -434,8 +440,25 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
         decomp = {"rows": rows, "headline": full[-1] if full else None, "seeds": seeds}
     return {"baseline": baseline, "num_layers": num_layers, "seeds": seeds, "keys": list(keys), "arms": arms,
             "target_step": TARGET_STEP, "targets": targets, "curves": curves, "headline": headline, "plateau": pl,
-            "unigram": unigram,
+            "unigram": unigram, "word_order": {arm: word_order(a["summary"]) for arm, a in arms.items()},
             "decomposition": decomp, "verdict": verdict(curves, pl, pld, base_final)}
+
+
+def word_order(summary: Mapping[str, Any], min_gap: float = ORDER_GAP) -> dict[str, Any] | None:
+    """What the word-order probe says of a run (or of seeds' means): its final masked-token accuracy
+    in order and with each validation sequence shuffled, and whether the gap shows it reads word
+    order (``uses_order``) or predicts from the bag of tokens alone. None without a probe.
+
+    >>> word_order({"final_val_accuracy": 0.136, "final_val_accuracy_shuffled": 0.135})["uses_order"]
+    False
+    >>> round(word_order({"final_val_accuracy": 0.31, "final_val_accuracy_shuffled": 0.12})["gap"], 2)
+    0.19
+    """
+    acc, shuf = summary.get("final_val_accuracy"), summary.get("final_val_accuracy_shuffled")
+    if acc is None or shuf is None:
+        return None
+    return {"accuracy": acc, "shuffled": shuf, "gap": acc - shuf, "uses_order": acc - shuf >= min_gap,
+            "min_gap": min_gap}
 
 
 def same_blocks(arm: str, preln: str = "preln", pld: str = "pld") -> str | None:

@@ -375,6 +375,8 @@ class PretrainRun:
             record = self._train_step()
         if self.step_count % self.cfg.eval_every == 0 or self.done:
             record.update(self.evaluate())
+            if self.done:  # the word-order probe, once, on the final model
+                record.update(self.evaluate(shuffled=True))
         self._log(record)
         if self.done or (self.cfg.save_every and self.step_count % self.cfg.save_every == 0):
             self.save()
@@ -450,15 +452,19 @@ class PretrainRun:
         raise Diverged(f"the loss became {loss} at step {self.step_count + 1} (lr {lr:.3g}); training stopped, "
                         f"{where} -- lower optim.lr or enable clipping (optim.clip_grad)")
 
-    def evaluate(self) -> dict[str, float]:
-        """Validation on rank 0 (the others wait; under FSDP every rank runs it, as a forward gathers)."""
+    def evaluate(self, shuffled: bool = False) -> dict[str, float]:
+        """Validation on rank 0 (the others wait; under FSDP every rank runs it, as a forward gathers).
+
+        ``shuffled``: the word-order probe (:func:`~pldrop.train.evaluation.shuffle_order`) instead."""
+        result: dict[str, float] = {}
         if self.main or self.cfg.fsdp:
-            self.last_eval = evaluate(self.model, self.data.valid, self.cfg.optim.batch_size,
-                                      self.cfg.data.val_max_seqs, self.bf16, self.device,
-                                      loss_fn=self.loss_module if self.cfg.fsdp else None)
+            result = evaluate(self.model, self.data.valid, self.cfg.optim.batch_size, self.cfg.data.val_max_seqs,
+                              self.bf16, self.device, loss_fn=self.loss_module if self.cfg.fsdp else None,
+                              shuffled=shuffled)
+            self.last_eval = {**(self.last_eval if shuffled else {}), **result}
         if self.world > 1:
             torch.distributed.barrier()
-        return dict(self.last_eval) if self.main else {}
+        return dict(result) if self.main else {}
 
     def _log(self, record: dict[str, Any]) -> None:
         if not self.main:
