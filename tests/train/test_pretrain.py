@@ -278,6 +278,12 @@ def test_compare_writes_report_recomputable_from_metrics(tmp_path, capsys):
     pld_saving = res["analysis"]["arms"]["pld"]["saving_per_sample"]
     assert f"{100 * pld_saving:.1f} %" in report
     assert "time per sample" in printed
+    # the word-order probe: every arm's final record carries it, and the report says what it found
+    for arm, rs in recs.items():
+        w = res["analysis"]["word_order"][arm]
+        assert w["accuracy"] == rs[-1]["val_accuracy"] and w["shuffled"] == rs[-1]["val_accuracy_shuffled"]
+        assert f"{w['accuracy']:.3f} → {w['shuffled']:.3f}" in report
+    assert "**Word order**" in report and "on shuffled text" in printed
     # all arms saw the same data: the same sample counts per step, validated at the same counts
     assert [r["samples"] for r in recs["baseline"]] == [r["samples"] for r in recs["pld"]]
     assert ([r["samples"] for r in recs["preln"] if "val_loss" in r]
