@@ -32,7 +32,7 @@ TRAIN_QUICK = {"corpus": ["wiki-vital"], "preset": "tiny", "batch_size": 8, "eva
 DEFAULT_OVERRIDES = ["data.val_max_seqs=256", "data.vocab_size=2000", "data.seq_len=64",
                      "model.dropout=0.0"]  # validation every 50 steps on 256 sequences: a few % of training time
 QUICK_OVERRIDES = ["data.val_max_seqs=32"]
-SCALE_DEFAULTS = {"minutes": 10.0, "max_steps": None, "seeds": 3, "sweep_lrs": [2e-4, 5e-4, 1e-3], "sweep_fraction": 0.25,
+SCALE_DEFAULTS = {"minutes": 26.0, "max_steps": None, "seeds": 3, "sweep_lrs": [2e-4, 5e-4, 1e-3], "sweep_fraction": 0.25,
                   "ablation_fraction": 0.5, "ablation_seeds": 1, "ablation_theta_bars": [0.5, 0.7, 0.9]}
 SCALE_QUICK = {**SCALE_DEFAULTS, "minutes": None, "max_steps": 6, "seeds": 2, "sweep_fraction": 0.5}
 

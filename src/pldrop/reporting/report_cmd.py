@@ -32,12 +32,12 @@ FT_DEFAULTS = {"tasks": ["trec6", "sms-spam"], "seeds": [0], "epochs": 2, "lr": 
 FT_QUICK = {"tasks": ["trec6"], "seeds": [0], "epochs": 1, "lr": None, "batch_size": 16, "max_length": 32}
 
 EPILOG = """\
-default scale (about 3.5 hours on 2 idle CPU cores; the runs must leave the unigram plateau to say anything):
+default scale (about 9 hours on 2 idle CPU cores; the runs must leave the unigram plateau to say anything):
   step timing   presets small and base, batch 8, seq 128, θ 1.0 0.9 … 0.5, 3 interleaved steps per arm
   convergence   corpus wiki-vital, preset narrow8 (8 blocks x H128), vocab 2000, seq 64, batch 32, no dropout,
-                10 minutes of training per run (the budget benchmarks/defaults-search.md estimates the
-                Post-LN baseline needs), 4 arms x 3 seeds in lockstep, Post-LN sweep 2e-4 5e-4 1e-3 at a
-                quarter of the budget; validation on 256 sequences every 50 steps
+                26 minutes of training per run (measured: the Post-LN baseline reaches accuracy 0.15 and
+                starts to read word order there; benchmarks/defaults-search.md), 4 arms x 3 seeds in
+                lockstep, Post-LN sweep 2e-4 5e-4 1e-3 at a quarter of the budget; validation on 256 sequences every 50 steps
   ablations     7 arms x 1 seed at half the budget (runs equal to converge runs are reused)
   downstream    trec6 and sms-spam (offline recipes), 2 epochs, 1 fine-tuning seed, at each of the 3
                 rates for the model's width (narrow: 1e-4 5e-4 2e-3), the best dev run kept
