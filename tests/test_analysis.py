@@ -11,8 +11,10 @@ import statistics
 import pytest
 
 from pldrop.reporting.compare_report import render_compare, write_compare_report
+from pldrop.train.rundir import foreign_files
 from pldrop.train.analysis import (
-    compare_arms, curve_over_seeds, decompose, default_targets, interval, read_metrics, speedup_curve, trend,
+    accuracy_curve, compare_arms, curve_over_seeds, decompose, default_targets, interval, read_metrics, speedup_curve,
+    time_to_accuracy, trend,
 )
 
 T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (from a table: 4.303)
@@ -190,10 +192,11 @@ def test_report_writes_every_file_and_recomputes_from_metrics(tmp_path):
                                   "pld": synth(sec_per_sample=0.006, rate=1.1, blocks=3, theta=0.5)})
     settings = {a: f"settings of {a}" for a in runs}
     write_compare_report(tmp_path, runs, settings, 4, {"loss": 9.8, "accuracy": 0.06}, META)
-    for f in ("results.json", "report.md", "val_loss.png", "speedup.png", "theta_blocks.png"):
+    for f in ("results.json", "report.md", "val_loss.png", "val_accuracy.png", "speedup.png", "theta_blocks.png"):
         assert (tmp_path / f).stat().st_size > 0, f
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["plots"] == ["val_loss.png", "speedup.png", "theta_blocks.png"]
+    assert saved["plots"] == ["val_loss.png", "val_accuracy.png", "speedup.png", "theta_blocks.png"]
+    assert foreign_files(tmp_path) == sorted(tmp_path / a for a in runs)  # every file but the unmarked test arms is ours
     md = (tmp_path / "report.md").read_text()
     assert render_compare(saved) == md  # report.md is a function of results.json
     again = json.loads(json.dumps(compare_arms({a: read_metrics(tmp_path / a / "metrics.jsonl") for a in runs}, 4,
@@ -241,3 +244,43 @@ def test_decomposition_sentence_follows_the_total(tmp_path, pld_sec, says):
     assert says in md
     other = {"the speed-up is dropping's", "no faster than Post-LN BERT overall"} - {says}
     assert not any(o in md for o in other)
+
+
+def test_time_to_accuracy_recomputed_and_every_arm_reaching_the_evidence_level(tmp_path):
+    base, pld = synth(sec_per_sample=0.01), synth(sec_per_sample=0.006, rate=1.1, blocks=3, theta=0.5)
+    # synth's accuracy is rate * samples / 2000: 0.25 at 500 samples (5 s) for the baseline, 454.5 for PLD
+    assert time_to_accuracy(base, 0.25) == pytest.approx(5.0)
+    assert time_to_accuracy(pld, 0.25, "samples") == pytest.approx(500 / 1.1)
+    assert time_to_accuracy(base, 0.6) is None  # capped at 0.5
+    assert [r["target"] for r in accuracy_curve(base, pld)] == [0.15, 0.2, 0.25, 0.3]
+    runs = _write_runs(tmp_path, {"baseline": base, "pld": pld})
+    res = write_compare_report(tmp_path, runs, {}, 4, {"loss": 9.8, "accuracy": 0.06}, META)
+    acc = res["analysis"]["accuracy"]
+    assert acc["evidence_reached"] == {"baseline": 1, "pld": 1}
+    for r in acc["curves"]["pld"]:
+        assert r["arm"]["wall"]["mean"] == pytest.approx(time_to_accuracy(pld, r["target"]))
+        assert r["speedup"]["wall"]["mean"] == pytest.approx(1.1 / 0.6)
+    assert [r["speedup"]["wall"]["mean"] for r in acc["curves"]["baseline"]] == pytest.approx([1.0] * 4)
+    md = (tmp_path / "report.md").read_text()
+    assert "**Time to accuracy**" in md and "| 0.25 | 5.0 | 2.7 | 1.83× |" in md
+    assert "Every arm reached accuracy 0.25 in every seed" in md
+    assert "accuracy 0.25 reached by: Post-LN BERT 1 / 1, Pre-LN + PLD 1 / 1" in res["summary_lines"]
+
+
+@pytest.mark.parametrize("seeds, pld_accs, cell, says", [
+    # the baseline stays at 0.12 (10 s of training); PLD gets to 0.25 at 2.7 s: at least 10 / 2.7 faster
+    (1, [None], "| 0.25 | – | 2.7 | ≥ 3.67× |", "not reached by Post-LN BERT (0 / 1); Pre-LN + PLD reached it first"),
+    # two seeds, PLD gets there in one: no bound, a count
+    (2, [None, 0.2], "| 0.25 | – | 2.7 (1 / 2) | – |", "not reached by Post-LN BERT (0 / 2), Pre-LN + PLD (1 / 2)"),
+])
+def test_time_to_accuracy_when_not_every_arm_gets_there(tmp_path, seeds, pld_accs, cell, says):
+    base = {f"s{i}": synth(sec_per_sample=0.01, acc=0.12) for i in range(seeds)}
+    pld = {f"s{i}": synth(sec_per_sample=0.006, rate=1.1, blocks=3, theta=0.5, acc=a) for i, a in enumerate(pld_accs)}
+    an = compare_arms({"baseline": base, "pld": pld}, num_layers=4)
+    from pldrop.reporting.compare_report import labels_for, render_accuracy
+
+    md = "\n".join(render_accuracy(an, labels_for(["baseline", "pld"])))
+    assert cell in md, md
+    assert says in md, md
+    assert an["accuracy"]["evidence_reached"]["baseline"] == 0
+    assert "lower bound" in md  # at 0.15, which every PLD seed reached

@@ -214,7 +214,7 @@ def test_compare_folder_with_arms(tmp_path):
     cmp = tmp_path / "cmp"
     cmp.mkdir()
     mark_run_folder(cmp, "pldrop compare")
-    for f in ("compare.json", "report.md", "results.json", "val_loss.png", "speedup.png"):
+    for f in ("compare.json", "report.md", "results.json", "val_loss.png", "val_accuracy.png", "speedup.png"):
         (cmp / f).write_text("x")
     _run_folder(cmp / "baseline")
     _run_folder(cmp / "pld")

@@ -58,36 +58,38 @@ def plot_step(section: dict[str, Any], path: Path) -> str:
 
 def plot_val_loss(runs: dict[str, list[list[dict[str, Any]]]], path: Path,
                   keys: tuple[str, ...] = ("wall", "samples", "flops"), hlines: dict[str, float] | None = None,
-                  title: str = "") -> str:
-    """Validation MLM loss against training time, samples and counted FLOPs; one colour per arm,
-    one line per seed.
+                  title: str = "", metric: str = "val_loss") -> str:
+    """Validation MLM loss (or another validation ``metric``, e.g. ``val_accuracy``) against training
+    time, samples and counted FLOPs; one colour per arm, one line per seed.
 
     Args:
         runs: ``{label: [records of each seed]}`` (``metrics.jsonl`` records).
         path: the PNG to write.
         keys: the x axes (record keys).
-        hlines: ``{label: loss}`` drawn as dotted horizontal lines (a target, the unigram loss).
+        hlines: ``{label: value}`` drawn as dotted horizontal lines (a target, the unigram loss).
+        metric: the record key on the y axis.
     """
     plt = _plt()
     fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.2), squeeze=False)
     for i, (label, per_seed) in enumerate(runs.items()):
         c = COLORS[i % len(COLORS)]
         for j, recs in enumerate(per_seed):
-            pts = [r for r in recs if r.get("val_loss") is not None]
+            pts = [r for r in recs if r.get(metric) is not None]
             kw = {"color": c, "lw": 1.2, "alpha": 0.8, "marker": "o", "ms": 2, "label": label if j == 0 else None}
             for ax, key in zip(axes[0], keys):
-                ax.plot([r.get(key) for r in pts], [r["val_loss"] for r in pts], **kw)
+                ax.plot([r.get(key) for r in pts], [r[metric] for r in pts], **kw)
     for ax, key in zip(axes[0], keys):
         for k, (label, y) in enumerate((hlines or {}).items()):
             if y is not None:
                 ax.axhline(y, color="k", lw=0.8, ls=[":", "--", "-."][k % 3], label=label)
         ax.set_xlabel(AXIS[key])
-        ax.set_ylabel("validation MLM loss")
+        ax.set_ylabel(YLABEL.get(metric, metric))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     return _save(fig, plt, path, title)
 
 
+YLABEL = {"val_loss": "validation MLM loss", "val_accuracy": "validation masked-token accuracy"}
 COUNTED = {"wall": "training time", "samples": "samples", "flops": "FLOPs"}
 AXIS = {"wall": "training time (s)", "samples": "samples (sequences)", "flops": "training FLOPs (counted)"}
 

@@ -24,6 +24,8 @@ TARGET_STEP = 0.1  # target losses every 0.1 nat along the baseline's curve
 PLATEAU_ACCURACY = 0.15  # a baseline has left the unigram plateau at >= this masked-token accuracy ...
 PLATEAU_MARGIN = 0.7  # ... and a validation loss >= this far below the unigram loss (issue 12)
 ORDER_GAP = 0.02  # a model reads word order if shuffling its validation text costs >= this much accuracy
+ACCURACY_TARGETS = (0.15, 0.2, 0.25, 0.3)  # masked-token accuracies whose time-to is reported
+EVIDENCE_ACCURACY = 0.25  # an evidence run is long enough once every arm reaches this accuracy (issue 12)
 PAPER_SPEEDUP = 2.5  # the paper's claim: 2.5x faster than Post-LN BERT to the same accuracy
 REL_TOL = 0.2  # a measured speed-up agrees with the paper's within ±20 % (as pldrop.reporting.claims)
 
@@ -378,6 +380,37 @@ def decompose(baseline: list[Records], preln: list[Records], pld: list[Records],
     return rows
 
 
+def time_to_accuracy(records: Records, target: float, key: str = "wall") -> float | None:
+    """First ``key`` at which validation masked-token accuracy reaches ``target`` (at or above it);
+    linear between the two evaluations around the crossing, as :func:`time_to_loss`.
+
+    >>> recs = [{"wall": 0, "val_loss": 8.0, "val_accuracy": 0.0}, {"wall": 10, "val_loss": 6.0, "val_accuracy": 0.25}]
+    >>> time_to_accuracy(recs, 0.125), time_to_accuracy(recs, 0.3)
+    (5.0, None)
+    """
+    return time_to_loss(_accuracy_as_loss(records), -target, key)
+
+
+def _accuracy_as_loss(records: Records) -> Records:
+    """The evaluations with ``-val_accuracy`` as their ``val_loss``: lower is better, as for a loss."""
+    return [{**r, "val_loss": -r["val_accuracy"]} for r in eval_points(records) if r.get("val_accuracy") is not None]
+
+
+def accuracy_curve(baseline_records: Records, arm_records: Records,
+                   targets: Sequence[float] = ACCURACY_TARGETS, keys: Sequence[str] = KEYS) -> list[dict[str, Any]]:
+    """:func:`speedup_curve` at masked-token accuracy targets (lowest first, reached at or above):
+    the quality the paper's 2.5x is about is a score, not a loss.
+
+    >>> base = [{"wall": 0, "val_loss": 8.0, "val_accuracy": 0.05}, {"wall": 10, "val_loss": 6.0, "val_accuracy": 0.25}]
+    >>> arm = [{"wall": 0, "val_loss": 8.0, "val_accuracy": 0.05}, {"wall": 4, "val_loss": 6.0, "val_accuracy": 0.25}]
+    >>> [(r["target"], r["speedup"]["wall"]) for r in accuracy_curve(base, arm, [0.15, 0.3], keys=("wall",))]
+    [(0.15, 2.5), (0.3, None)]
+    """
+    rows = speedup_curve(_accuracy_as_loss(baseline_records), _accuracy_as_loss(arm_records),
+                         [-t for t in sorted(targets)], keys)
+    return [{**r, "target": -r["target"]} for r in rows]
+
+
 def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: str = "baseline",
                  unigram: Mapping[str, float] | None = None, preln: str = "preln", pld: str = "pld",
                  keys: Sequence[str] = KEYS) -> dict[str, Any]:
@@ -395,7 +428,9 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
         ``{"baseline", "arms": {arm: {"seeds", "summary" (means over seeds), "per_seed",
         "time_per_sample_ratio", "flops_per_sample_ratio", "saving_per_sample", "blocks_bound",
         ...}}, "targets", "curves": {arm: [curve_over_seeds rows]}, "headline": {arm: row},
-        "plateau", "decomposition" (or None), "verdict"}``.
+        "plateau", "decomposition" (or None), "verdict", "accuracy": {"curves": {arm: time to each of
+        ACCURACY_TARGETS, curve_over_seeds rows, lowest first}, "evidence_target", "evidence_reached": {arm:
+        seeds that reached it}}}``.
     """
     runs = {arm: _per_seed(r) for arm, r in records_by_arm.items()}
     runs = {arm: [r for r in rs if r] for arm, rs in runs.items()}
@@ -433,6 +468,8 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
     curves = {arm: curve_over_seeds([speedup_curve(b, a, targets, keys) for b, a in zip(base, rs)])
               for arm, rs in runs.items() if arm != baseline}
     headline = {arm: _headline(c) for arm, c in curves.items()}
+    # time to each accuracy, lowest (earliest) first; the baseline against itself: its own times, speed-up 1
+    acc = {arm: curve_over_seeds([accuracy_curve(b, a) for b, a in zip(base, rs)])[::-1] for arm, rs in runs.items()}
     decomp = None
     if preln in runs and pld in runs and baseline not in (preln, pld):
         rows = decompose(base[:seeds], runs[preln][:seeds], runs[pld][:seeds], targets, keys)
@@ -441,7 +478,19 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
     return {"baseline": baseline, "num_layers": num_layers, "seeds": seeds, "keys": list(keys), "arms": arms,
             "target_step": TARGET_STEP, "targets": targets, "curves": curves, "headline": headline, "plateau": pl,
             "unigram": unigram, "word_order": {arm: word_order(a["summary"]) for arm, a in arms.items()},
-            "decomposition": decomp, "verdict": verdict(curves, pl, pld, base_final)}
+            "decomposition": decomp, "verdict": verdict(curves, pl, pld, base_final),
+            "accuracy": {"curves": acc, "evidence_target": EVIDENCE_ACCURACY,
+                         "evidence_reached": {arm: reached_accuracy(rs, EVIDENCE_ACCURACY) for arm, rs in runs.items()}}}
+
+
+def reached_accuracy(runs: Sequence[Records], target: float = EVIDENCE_ACCURACY) -> int:
+    """How many of an arm's runs (seeds) reached validation accuracy ``target`` at some evaluation.
+
+    >>> reached_accuracy([[{"val_loss": 5.0, "val_accuracy": 0.26}], [{"val_loss": 5.5, "val_accuracy": 0.2}]])
+    1
+    """
+    return sum(any(r.get("val_accuracy") is not None and r["val_accuracy"] >= target for r in eval_points(x))
+               for x in runs)
 
 
 def word_order(summary: Mapping[str, Any], min_gap: float = ORDER_GAP) -> dict[str, Any] | None:

@@ -34,8 +34,8 @@ RUN_FILES = (
     "special_tokens_map.json", "vocab.txt", "diverged.json", "compare.json", "report.md", "results.json",
     "report.json", "bench_step.json", "bench_step.md", "converge.json", "converge.md", ".*.tmp-*",
     # plots (compare, report, bench): named ones only, so a user's own picture is never taken for ours
-    "val_loss*.png", "speedup*.png", "theta_blocks*.png", "step*.png", "bench_step*.png", "converge_*.png",
-    "ablations_*.png",
+    "val_loss*.png", "val_accuracy*.png", "speedup*.png", "theta_blocks*.png", "step*.png", "bench_step*.png",
+    "converge_*.png", "ablations_*.png",
 )
 TREES = {  # sub-folders pldrop writes, with what may be inside
     "checkpoints": ("latest.json", "step-*", ".*.tmp-*"),
