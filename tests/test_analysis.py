@@ -284,3 +284,12 @@ def test_time_to_accuracy_when_not_every_arm_gets_there(tmp_path, seeds, pld_acc
     assert says in md, md
     assert an["accuracy"]["evidence_reached"]["baseline"] == 0
     assert "lower bound" in md  # at 0.15, which every PLD seed reached
+
+
+def test_time_to_accuracy_when_no_arm_gets_anywhere():
+    from pldrop.reporting.compare_report import labels_for, render_accuracy
+
+    an = compare_arms({"baseline": synth(acc=0.12), "pld": synth(acc=0.13, blocks=3)}, num_layers=4)
+    assert an["accuracy"]["evidence_reached"] == {"baseline": 0, "pld": 0}
+    md = "\n".join(render_accuracy(an, labels_for(["baseline", "pld"])))
+    assert "no arm reached masked-token accuracy 0.15 within the budget in any seed" in md and "|" not in md

@@ -288,6 +288,40 @@ def test_compare_writes_report_recomputable_from_metrics(tmp_path, capsys):
     assert [r["samples"] for r in recs["baseline"]] == [r["samples"] for r in recs["pld"]]
     assert ([r["samples"] for r in recs["preln"] if "val_loss" in r]
             == [r["samples"] for r in recs["pld"] if "val_loss" in r])
+    # --report-only rewrites the report from the metrics, keeping what was recorded when it ran
+    for f in ("report.md", "val_accuracy.png", "theta_blocks.png"):
+        (out / f).unlink()
+    assert main(["compare", "--out", str(out), "--report-only"]) == 0
+    assert (out / "report.md").read_text() == report
+    assert (out / "val_accuracy.png").is_file() and (out / "theta_blocks.png").is_file()
+    res2 = json.loads((out / "results.json").read_text())
+    assert res2["meta"] == res["meta"] and res2["analysis"] == res["analysis"]
+    assert "--report-only" not in report and "report: " in capsys.readouterr().out
+
+
+def _fake_compare(root, results=None, arms=("baseline", "pld")):
+    root.mkdir()
+    (root / "compare.json").write_text(json.dumps({"arms": list(arms), "seeds": [0]}))
+    if results is not None:
+        (root / "results.json").write_text(results)
+    return root
+
+
+@pytest.mark.parametrize("make, extra, needle", [
+    (lambda p: p.mkdir(), [], "is not a pldrop compare folder"),
+    (lambda p: _fake_compare(p), [], "has not finished (continue it with pldrop compare --resume"),
+    (lambda p: _fake_compare(p, "{not json"), [], "results.json' is damaged"),
+    (lambda p: _fake_compare(p, json.dumps({"analysis": {}})), [], "results.json' is damaged ('meta')"),
+    (lambda p: _fake_compare(p, json.dumps({"meta": {}, "analysis": {"num_layers": 2}})), [], "no config.yaml or metrics"),
+    (lambda p: _fake_compare(p, "{}"), ["--resume"], "leave out --resume"),
+    (lambda p: _fake_compare(p, "{}"), ["--seeds", "2", "optim.lr=1e-3"], "leave out --seeds key=value overrides"),
+])
+def test_report_only_refuses_in_one_line(tmp_path, capsys, make, extra, needle):
+    out = tmp_path / "cmp"
+    make(out)
+    before = sorted(p.name for p in out.iterdir())
+    _exit2(capsys, ["compare", "--out", str(out), "--report-only", *extra], needle)
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing written
 
 
 def test_time_to_loss_interpolates():

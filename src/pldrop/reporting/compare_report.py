@@ -97,16 +97,20 @@ def render_accuracy(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
         for arm in arms:
             row += [time_cell(arm, t)] + ([] if arm == base else [speedup_cell(arm, t)])
         rows.append(row)
-    seeds_note = (f" (k / {seeds}: the seeds that got there; means over them, speed-ups over the seeds where both "
-                  "arms did)" if seeds > 1 else "")
+    seeds_note = (f"; k / {seeds}: the seeds that got there, means over them, speed-ups over the seeds where both "
+                  "arms did" if seeds > 1 else "")
+    goal, got = acc["evidence_target"], acc["evidence_reached"]
+    if not any(by[a][t]["arm"]["wall"]["n"] for a in arms for t in targets):
+        return [f"**Time to accuracy**: no arm reached masked-token accuracy {num(min(targets), 2)} within the budget "
+                f"in any seed, so none reached {num(goal, 2)}, the level an evidence run needs every arm to reach "
+                "(issue 12).", ""]
     lines = [f"**Time to accuracy**: the training time at which each arm's validation masked-token accuracy first "
-             f"reached each level (linear between evaluations){seeds_note}, and the speed-up over {labels[base]} — "
+             f"reached each level (linear between evaluations{seeds_note}), and the speed-up over {labels[base]} — "
              "the paper's 2.5× is to the same score, not the same loss."
              + (f" ≥: {labels[base]} did not get there within its {num(budget, 0)} s, so its whole training time "
                 "over the arm's is a lower bound." if any(speedup_cell(a, t).startswith("≥") for a in arms
                                                           if a != base for t in targets) else ""), ""]
     lines += table(head, rows) + [""]
-    goal, got = acc["evidence_target"], acc["evidence_reached"]
     short = [a for a in arms if got[a] < seeds]
     if not short:
         lines.append(f"Every arm reached accuracy {num(goal, 2)} in every seed: the budget was long enough for the "

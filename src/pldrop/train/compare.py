@@ -69,6 +69,10 @@ def add_parser(sub) -> None:
                    help="train every arm with N seeds (--seed, --seed+1, ...), all in one lockstep; the report gives "
                         "means and t-intervals over seeds (default: 1)")
     p.add_argument("--resume", action="store_true", help="continue the comparison in --out from its checkpoints")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: rewrite report.md, results.json and the plots of the finished comparison in "
+                        "--out from its runs' metrics.jsonl with this version of pldrop (the command, machine and "
+                        "load recorded when it ran are kept)")
     p.set_defaults(run=run)
 
 
@@ -106,7 +110,6 @@ def run_configs(args, arms: list[str], seeds: list[int], base: dict[str, dict] |
 
 
 def run(args) -> int:
-    import yaml
 
     from ..errors import UserError
     from .lockstep import train_lockstep
@@ -115,6 +118,8 @@ def run(args) -> int:
     from .run import PretrainRun
 
     out: Path = args.out
+    if args.report_only:
+        return rerender(args)
     if args.arms and len(set(args.arms)) != len(args.arms):
         raise UserError(f"--arms {' '.join(args.arms)}: each arm at most once")
     base = None
@@ -129,12 +134,7 @@ def run(args) -> int:
         if (args.seeds is not None or args.seed is not None) and seeds != saved["seeds"]:
             raise UserError(f"--resume: {str(out)!r} was run with seeds {saved['seeds']}, not {seeds}")
         arms, seeds = saved["arms"], saved["seeds"]
-        base = {}
-        for name in (run_name(a, s, len(seeds)) for s in seeds for a in arms):
-            try:
-                base[name] = yaml.safe_load((out / name / "config.yaml").read_text(encoding="utf-8"))
-            except (OSError, yaml.YAMLError):
-                base[name] = None  # the run never started: it starts now with the command's settings
+        base = _saved_configs(out, arms, seeds)
     cfgs = run_configs(args, arms, seeds, base)
     if len({c.optim.batch_size * c.optim.grad_accum for c in cfgs.values()}) > 1:
         raise UserError("the arms must share one batch size, so they are validated at the same sample counts")
@@ -212,6 +212,53 @@ def run(args) -> int:
     return 0
 
 
+def _saved_configs(out: Path, arms: list[str], seeds: list[int]) -> dict[str, dict | None]:
+    """Each run's saved ``config.yaml`` (None for a run that never started)."""
+    import yaml
+
+    base: dict[str, dict | None] = {}
+    for name in (run_name(a, s, len(seeds)) for s in seeds for a in arms):
+        try:
+            base[name] = yaml.safe_load((out / name / "config.yaml").read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            base[name] = None
+    return base
+
+
+def rerender(args) -> int:
+    """``--report-only``: the report of a finished comparison, recomputed from its runs' metrics."""
+    from ..errors import UserError
+    from .rundir import RunLock
+
+    out: Path = args.out
+    clash = [f for f, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--arms", args.arms),
+                             ("--seeds", args.seeds is not None), ("--seed", args.seed is not None),
+                             ("--config", args.config), ("key=value overrides", args.overrides)) if on]
+    if clash:
+        raise UserError(f"--report-only trains nothing and takes the arms and seeds from {str(out)!r}: "
+                        f"leave out {' '.join(clash)}")
+    saved = _read_compare_file(out, "--report-only")
+    arms, seeds = saved["arms"], saved["seeds"]
+    try:
+        old = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        meta, unigram, layers = dict(old["meta"]), old["analysis"].get("unigram"), old["analysis"]["num_layers"]
+    except FileNotFoundError:
+        raise UserError(f"--report-only: {str(out)!r} has no results.json: the comparison has not finished "
+                        f"(continue it with pldrop compare --resume --out {out})") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"--report-only: {str(out / 'results.json')!r} is damaged ({e})") from None
+    base = _saved_configs(out, arms, seeds)
+    missing = [n for n, c in base.items() if c is None or not (out / n / "metrics.jsonl").is_file()]
+    if missing:
+        raise UserError(f"--report-only: {str(out / missing[0])!r} has no config.yaml or metrics.jsonl")
+    cfgs = run_configs(args, arms, seeds, base)
+    with RunLock(out):  # not while a process trains in it
+        results = write_report(out, cfgs, arms, seeds, unigram, meta, layers)
+    print_summary(results)
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
 def _unigram(data) -> dict | None:
     try:
         from ..data.unigram import unigram_for_data
@@ -220,7 +267,7 @@ def _unigram(data) -> dict | None:
     return unigram_for_data(data)
 
 
-def _read_compare_file(out: Path) -> dict:
+def _read_compare_file(out: Path, flag: str = "--resume") -> dict:
     from ..errors import UserError
 
     path = out / COMPARE_FILE
@@ -230,9 +277,9 @@ def _read_compare_file(out: Path) -> dict:
             raise ValueError("no arms")
         saved.setdefault("seeds", [0])
     except FileNotFoundError:
-        raise UserError(f"--resume: {str(out)!r} is not a pldrop compare folder (no {COMPARE_FILE})") from None
+        raise UserError(f"{flag}: {str(out)!r} is not a pldrop compare folder (no {COMPARE_FILE})") from None
     except (OSError, ValueError) as e:
-        raise UserError(f"--resume: {str(path)!r} is damaged ({e})") from None
+        raise UserError(f"{flag}: {str(path)!r} is damaged ({e})") from None
     return saved
 
 
@@ -286,9 +333,10 @@ def describe(cfg, bf16: bool | None = None) -> str:
 
 
 def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigram: dict | None,
-                 meta: dict) -> dict[str, Any]:
+                 meta: dict, num_layers: int | None = None) -> dict[str, Any]:
     """The comparison from the runs' metrics.jsonl: results.json, plots and report.md (one renderer,
-    shared with `pldrop report`). With several seeds each arm maps to its list of runs."""
+    shared with `pldrop report`). With several seeds each arm maps to its list of runs. ``num_layers``
+    defaults to the last arm's saved model config."""
     from ..reporting.compare_report import write_compare_report
     from .analysis import read_metrics
 
@@ -298,7 +346,8 @@ def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigr
 
     records = {arm: recs(arm) for arm in arms}
     first = run_name(arms[-1], seeds[0], len(seeds))
-    num_layers = json.loads((out / first / "config.json").read_text())["num_hidden_layers"]
+    if num_layers is None:
+        num_layers = json.loads((out / first / "config.json").read_text())["num_hidden_layers"]
     def setting(arm):
         name = run_name(arm, seeds[0], len(seeds))
         used = (meta.get("summaries") or {}).get(name, {}).get("precision")
