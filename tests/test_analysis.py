@@ -293,3 +293,22 @@ def test_time_to_accuracy_when_no_arm_gets_anywhere():
     assert an["accuracy"]["evidence_reached"] == {"baseline": 0, "pld": 0}
     md = "\n".join(render_accuracy(an, labels_for(["baseline", "pld"])))
     assert "no arm reached masked-token accuracy 0.15 within the budget in any seed" in md and "|" not in md
+
+
+def test_verdict_names_a_dip_that_the_ends_and_the_slope_hide():
+    from pldrop.reporting.compare_report import labels_for, verdict_lines
+
+    base = synth(sec_per_sample=0.01)
+    pld = [dict(r) for r in synth(sec_per_sample=0.006, blocks=3, theta=0.5)]
+    for r in pld:  # PLD stalls for a while in the middle (a plateau), then learns as before
+        if "val_loss" in r and 300 <= r["samples"] < 600:
+            r["val_loss"] = 10.0 - 300 / 200
+    an = compare_arms({"baseline": base, "pld": pld}, num_layers=4, unigram={"loss": 9.8, "accuracy": 0.06})
+    tr = an["verdict"]["trend"]
+    low = [e for e in tr["extremes"] if e["kind"] == "lowest"]
+    assert low and low[0]["speedup"] < min(tr["first"], tr["last"]) - 0.05
+    text = " ".join(verdict_lines(an, labels_for(["baseline", "pld"])))
+    assert f"Not monotone in between: lowest {low[0]['speedup']:.2f}× at loss {low[0]['target']:.1f}" in text
+    steady = compare_arms({"baseline": base, "pld": synth(sec_per_sample=0.006, blocks=3)}, num_layers=4)
+    assert steady["verdict"]["trend"]["extremes"] == []
+    assert "Not monotone" not in " ".join(verdict_lines(steady, labels_for(["baseline", "pld"])))

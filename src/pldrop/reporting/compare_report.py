@@ -333,7 +333,10 @@ def verdict_lines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
         lines.append(f"As training goes on the speed-up {moves}: "
                      f"{times(tr['first'])} at loss {num(tr['first_target'], 1)}, {times(tr['last'])} at "
                      f"{num(tr['last_target'], 1)} ({tr['per_0.1']:+.2f}× per 0.1 lower loss, standard error "
-                     f"{num(tr['stderr_per_0.1'], 2)}).")
+                     f"{num(tr['stderr_per_0.1'], 2)})."
+                     + (" Not monotone in between: " + ", ".join(
+                         f"{e['kind']} {times(e['speedup'])} at loss {num(e['target'], 1)}"
+                         for e in tr.get("extremes") or []) + "." if tr.get("extremes") else ""))
     if v["lowest_target"] is not None and (v["lowest_reached"] is None or v["lowest_reached"] > v["lowest_target"]):
         lines.append(f"{arm} did not reach {base}'s best loss ({num(v['lowest_target'], 1)}) within the budget "
                      f"(lowest target reached: {num(v['lowest_reached'], 1)}).")

@@ -267,17 +267,29 @@ def trend(curve: Sequence[dict[str, Any]], key: str = "wall") -> dict[str, Any]:
     bounds (a run already past the target at its first evaluation) are left out: they would make
     an early speed-up look smaller than it is.
 
+    ``extremes``: the highest and the lowest speed-up where they lie strictly between the ends and
+    differ from both by ≥ 0.05 (a dip or a peak the ends and the slope hide).
+
     >>> rows = [{"target": t, "speedup": {"wall": {"mean": s}}} for t, s in [(7.0, 1.0), (6.9, 1.2), (6.8, 1.4)]]
     >>> r = trend(rows)
-    >>> round(r["per_0.1"], 6), r["direction"], r["first"], r["last"]
-    (0.2, 'grows', 1.0, 1.4)
+    >>> round(r["per_0.1"], 6), r["direction"], r["first"], r["last"], r["extremes"]
+    (0.2, 'grows', 1.0, 1.4, [])
+    >>> dip = [{"target": t, "speedup": {"wall": {"mean": s}}} for t, s in [(6.0, 1.6), (5.7, 0.56), (3.5, 1.06)]]
+    >>> trend(dip)["extremes"]
+    [{'kind': 'lowest', 'target': 5.7, 'speedup': 0.56}]
     """
     pts = [(r["target"], r["speedup"][key]["mean"]) for r in curve if r["speedup"][key]["mean"] is not None
            and not r.get("lower_bound") and not r.get("upper_bound")]  # bounds would fake a trend
     res: dict[str, Any] = {"key": key, "points": len(pts), "first": pts[0][1] if pts else None,
                            "last": pts[-1][1] if pts else None,
                            "first_target": pts[0][0] if pts else None, "last_target": pts[-1][0] if pts else None,
-                           "slope": None, "per_0.1": None, "stderr_per_0.1": None}
+                           "slope": None, "per_0.1": None, "stderr_per_0.1": None, "extremes": []}
+    # the highest and lowest speed-up where they lie between the first and the last target: a curve
+    # that dips and recovers (or peaks) is not described by its ends or by a straight line
+    for kind, pick in (("highest", max), ("lowest", min)):
+        i = pick(range(len(pts)), key=lambda j: pts[j][1]) if pts else 0
+        if 0 < i < len(pts) - 1 and abs(pts[i][1] - pts[0][1]) >= 0.05 and abs(pts[i][1] - pts[-1][1]) >= 0.05:
+            res["extremes"].append({"kind": kind, "target": pts[i][0], "speedup": pts[i][1]})
     if len(pts) < 3:
         res["direction"] = "too few points"
         return res
