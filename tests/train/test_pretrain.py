@@ -297,6 +297,10 @@ def test_compare_writes_report_recomputable_from_metrics(tmp_path, capsys):
     res2 = json.loads((out / "results.json").read_text())
     assert res2["meta"] == res["meta"] and res2["analysis"] == res["analysis"]
     assert "--report-only" not in report and "report: " in capsys.readouterr().out
+    with open(out / "pld" / "metrics.jsonl", "a") as f:  # a damaged line: one line, exit 2, nothing rewritten
+        f.write("{not json\n")
+    _exit2(capsys, ["compare", "--out", str(out), "--report-only"], "metrics.jsonl in")
+    assert (out / "report.md").read_text() == report
 
 
 def _fake_compare(root, results=None, arms=("baseline", "pld")):

@@ -254,7 +254,10 @@ def rerender(args) -> int:
         raise UserError(f"--report-only: {str(out / missing[0])!r} has no config.yaml or metrics.jsonl")
     cfgs = run_configs(args, arms, seeds, base)
     with RunLock(out):  # not while a process trains in it
-        results = write_report(out, cfgs, arms, seeds, unigram, meta, layers)
+        try:
+            results = write_report(out, cfgs, arms, seeds, unigram, meta, layers)
+        except ValueError as e:  # a metrics.jsonl line that is not JSON
+            raise UserError(f"--report-only: a run's metrics.jsonl in {str(out)!r} is damaged ({e})") from None
     print_summary(results)
     print(f"report: {out / 'report.md'}")
     return 0
