@@ -376,24 +376,42 @@ def comparison_sections(an: dict[str, Any], labels: dict[str, str] | None = None
 
 # --- pldrop compare's report ----------------------------------------------------------------
 
+def _load_line(m: dict[str, Any], ls, le) -> str:
+    """Load averages at the start and end of a run, and whether other processes competed."""
+    fmt = lambda x: " / ".join(num(v, 2) for v in x) if x else "–"  # noqa: E731
+    cpus = m.get("cpus") or m.get("cores")
+    # the run's own threads load the machine by about min(cpus, threads) at the end: count the rest
+    own = min(cpus or 1, m.get("torch_threads") or cpus or 1)
+    busy = cpus and ((ls or [0])[0] > 0.5 * cpus or (le or [0])[0] > own + 0.5)
+    return (f"Load averages (1, 5, 15 min): {fmt(ls)} at the start, {fmt(le)} at the end."
+            + (" Other processes competed for the CPU: the arms train in lockstep, so the load hits them "
+               "alike, but absolute times are inflated; counted FLOPs are not affected." if busy else ""))
+
+
+def _machine_line(m: dict[str, Any]) -> str:
+    return "Machine: " + ", ".join(f"{k} {v}" for k, v in m.items() if v not in (None, "")) + "."
+
+
 def render_machine(meta: dict[str, Any]) -> list[str]:
-    """Command, machine, load averages and protocol of a comparison."""
+    """Command, machine, load averages and protocol of a comparison (of each group, for a merged one)."""
     m = meta.get("machine") or {}
     lines = []
     if meta.get("command"):
         lines += ["Command:", "", "```", meta["command"], "```", ""]
-    if m:
-        lines.append("Machine: " + ", ".join(f"{k} {v}" for k, v in m.items() if v not in (None, "")) + ".")
-    ls, le = meta.get("load_start"), meta.get("load_end")
-    if ls or le:
-        fmt = lambda x: " / ".join(num(v, 2) for v in x) if x else "–"  # noqa: E731
-        cpus = m.get("cpus") or m.get("cores")
-        # the run's own threads load the machine by about min(cpus, threads) at the end: count the rest
-        own = min(cpus or 1, m.get("torch_threads") or cpus or 1)
-        busy = cpus and ((ls or [0])[0] > 0.5 * cpus or (le or [0])[0] > own + 0.5)
-        lines.append(f"Load averages (1, 5, 15 min): {fmt(ls)} at the start, {fmt(le)} at the end."
-                     + (" Other processes competed for the CPU: the arms train in lockstep, so the load hits them "
-                        "alike, but absolute times are inflated; counted FLOPs are not affected." if busy else ""))
+    if meta.get("groups"):
+        lines += ["Groups of seeds joined here, each a lockstep comparison of every arm:", ""]
+        for g in meta["groups"]:
+            uni = g.get("unigram") or {}
+            lines += [f"- seeds {', '.join(str(s) for s in g['seeds'])} (`{g['folder']}`): `{g.get('command') or '?'}`",
+                      f"  {_machine_line(g.get('machine') or {})} {_load_line(g.get('machine') or {}, g.get('load_start'), g.get('load_end'))}"
+                      + (f" Unigram loss {num(uni['loss'], 3)}." if uni.get("loss") is not None else "")]
+        lines.append("")
+    else:
+        if m:
+            lines.append(_machine_line(m))
+        ls, le = meta.get("load_start"), meta.get("load_end")
+        if ls or le:
+            lines.append(_load_line(m, ls, le))
     if meta.get("protocol"):
         lines.append(f"Protocol: {meta['protocol']}.")
     return lines + [""]

@@ -52,7 +52,11 @@ def add_parser(sub) -> None:
                                       "time per sample and the speed-up curve, not for the models to learn word order "
                                       "(measured on 2 CPU cores: --max-minutes 26 took the baseline to accuracy 0.15, "
                                       "PLD to 0.27; --max-minutes 45 took both to 0.34, reading word order; the "
-                                      "report's word-order and time-to-accuracy sections say where a run stands).",
+                                      "report's word-order and time-to-accuracy sections say where a run stands). "
+                                      "Minutes buy steps at the machine's speed: a machine twice as fast trains "
+                                      "twice as far in the same budget.\n\nSeeds: --seeds N trains them all in one "
+                                      "lockstep process; where that is longer than the machine stays up, run one "
+                                      "seed per comparison (--seed K) and join them with --merge.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -74,6 +78,10 @@ def add_parser(sub) -> None:
                    help="train nothing: rewrite report.md, results.json and the plots of the finished comparison in "
                         "--out from its runs' metrics.jsonl with this version of pldrop (the command, machine and "
                         "load recorded when it ran are kept)")
+    p.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
+                   help="train nothing: join finished comparisons of the same recipe with different seeds (each "
+                        "its own lockstep run, e.g. one per day) into one multi-seed comparison in --out, as "
+                        "--seeds would have written it; copies metrics and configs, not checkpoints")
     p.set_defaults(run=run)
 
 
@@ -119,6 +127,10 @@ def run(args) -> int:
     from .run import PretrainRun
 
     out: Path = args.out
+    if args.merge:
+        from .merge import merge
+
+        return merge(args)
     if args.report_only:
         return rerender(args)
     if args.arms and len(set(args.arms)) != len(args.arms):
@@ -240,14 +252,8 @@ def rerender(args) -> int:
                         f"leave out {' '.join(clash)}")
     saved = _read_compare_file(out, "--report-only")
     arms, seeds = saved["arms"], saved["seeds"]
-    try:
-        old = json.loads((out / "results.json").read_text(encoding="utf-8"))
-        meta, unigram, layers = dict(old["meta"]), old["analysis"].get("unigram"), old["analysis"]["num_layers"]
-    except FileNotFoundError:
-        raise UserError(f"--report-only: {str(out)!r} has no results.json: the comparison has not finished "
-                        f"(continue it with pldrop compare --resume --out {out})") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"--report-only: {str(out / 'results.json')!r} is damaged ({e})") from None
+    old = read_results(out, "--report-only")
+    meta, unigram, layers = dict(old["meta"]), old["analysis"].get("unigram"), old["analysis"]["num_layers"]
     base = _saved_configs(out, arms, seeds)
     missing = [n for n, c in base.items() if c is None or not (out / n / "metrics.jsonl").is_file()]
     if missing:
@@ -261,6 +267,21 @@ def rerender(args) -> int:
     print_summary(results)
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+def read_results(out: Path, flag: str) -> dict:
+    """A finished comparison's ``results.json`` (with ``meta`` and ``analysis.num_layers``), or one line."""
+    from ..errors import UserError
+
+    try:
+        res = json.loads((out / "results.json").read_text(encoding="utf-8"))
+        res["meta"], res["analysis"]["num_layers"]  # noqa: B018 -- what every reader needs
+    except FileNotFoundError:
+        raise UserError(f"{flag}: {str(out)!r} has no results.json: the comparison has not finished "
+                        f"(continue it with pldrop compare --resume --out {out})") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{flag}: {str(out / 'results.json')!r} is damaged ({e})") from None
+    return res
 
 
 def _unigram(data) -> dict | None:
@@ -287,7 +308,7 @@ def _read_compare_file(out: Path, flag: str = "--resume") -> dict:
     return saved
 
 
-def _write_compare_file(work: Path, arms: list[str], seeds: list[int], resumed: bool) -> None:
+def _write_compare_file(work: Path, arms: list[str], seeds: list[int], resumed: bool, **extra) -> None:
     from .checkpoint import atomic_write_text
     from .run import _mark
 
@@ -295,7 +316,7 @@ def _write_compare_file(work: Path, arms: list[str], seeds: list[int], resumed: 
     if not (work / COMPARE_FILE).is_file():
         _mark(work, command_line())
     atomic_write_text(work / COMPARE_FILE, json.dumps({"arms": arms, "seeds": seeds, "command": command_line(),
-                                                           "resumed": resumed}, indent=1))
+                                                           "resumed": resumed, **extra}, indent=1))
 
 
 def _bar(runs, progress):
@@ -377,5 +398,14 @@ def _loadavg() -> list[float] | None:
 def _machine() -> dict[str, Any]:
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+    return {"platform": platform.platform(), "processor": platform.processor() or _cpu_model(), "cpus": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "time": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ('' where there is none): machines of one platform differ."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            return next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        return ""
