@@ -160,3 +160,17 @@ def test_merge_refuses_minute_budgets_from_machines_of_different_speed(tmp_path,
     # within the tolerance (load moves time per sample a little) the same minutes are one experiment
     assert main(["compare", "--merge", str(a), str(all_arms(tmp_path / "c", 9, 1.1)), "--out", str(out)]) == 0
     assert json.loads((out / "compare.json").read_text())["seeds"] == [7, 9]
+
+
+def test_merge_racing_another_process_leaves_its_folder_alone(tmp_path, groups, capsys, monkeypatch):
+    """Between the checks and the lock another process took the new --out: its files stay."""
+    import pldrop.train.rundir as rundir
+    from pldrop.train.rundir import RunLock
+
+    out = tmp_path / "merged"
+    monkeypatch.setattr(rundir, "check_out", lambda *a, **k: None)  # the other process made out after the check
+    with RunLock(out, create=True):
+        (out / "compare.json").write_text("{}")
+        _exit2(capsys, ["compare", "--merge", str(groups[0]), str(_copy_as(groups[1], tmp_path / "s1", 1)),
+                        "--out", str(out)], "in use by another pldrop process")
+        assert (out / "compare.json").read_text() == "{}"

@@ -85,7 +85,7 @@ def merge(args) -> int:
     from ..errors import UserError
     from .cli import flat_flags
     from .command_line import command_line
-    from .compare import _saved_configs, _write_compare_file, print_summary, run_configs, run_name, write_report
+    from .compare import _saved_configs, print_summary, run_configs, run_name
     from .rundir import RunLock, check_out, staged
 
     out: Path = args.out
@@ -169,26 +169,37 @@ def merge(args) -> int:
         if args.overwrite and out.exists():
             stage = staged(out)
         work = stage.path if stage is not None else out
-        with RunLock(work, create=True):
-            _write_compare_file(work, arms, seeds, False, merged_from=[str(s["path"]) for s in sources])
-            for name, (s, src_name) in origin.items():
-                (work / name).mkdir()
-                for f in RUN_COPY:
-                    if (s["path"] / src_name / f).is_file():
-                        shutil.copy2(s["path"] / src_name / f, work / name / f)
+        with RunLock(work, create=True):  # refuses (before anything is written) if another process got there
             try:
-                results = write_report(work, cfgs, arms, seeds, unigram, meta, sources[0]["num_layers"])
-            except ValueError as e:  # a metrics.jsonl line that is not JSON
-                raise UserError(f"--merge: a run's metrics.jsonl is damaged ({e})") from None
+                results = _write_merged(work, origin, cfgs, arms, seeds, unigram, meta, sources)
+            except BaseException:
+                if stage is None and created:  # a new folder, made under this lock: a failed merge leaves nothing
+                    shutil.rmtree(out, ignore_errors=True)
+                raise
         if stage is not None:
             stage.commit()
             stage = None
-    except BaseException:
+    finally:
         if stage is not None:
             stage.abort()
-        elif created and out.is_dir():  # a failed merge into a new folder leaves nothing behind
-            shutil.rmtree(out)
-        raise
     print_summary(results)
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+def _write_merged(work: Path, origin: dict, cfgs: dict, arms: list[str], seeds: list[int], unigram, meta: dict,
+                  sources: list[dict]) -> dict[str, Any]:
+    """compare.json, the runs' small files under their merged names, then the report."""
+    from ..errors import UserError
+    from .compare import _write_compare_file, write_report
+
+    _write_compare_file(work, arms, seeds, False, merged_from=[str(s["path"]) for s in sources])
+    for name, (s, src_name) in origin.items():
+        (work / name).mkdir()
+        for f in RUN_COPY:
+            if (s["path"] / src_name / f).is_file():
+                shutil.copy2(s["path"] / src_name / f, work / name / f)
+    try:
+        return write_report(work, cfgs, arms, seeds, unigram, meta, sources[0]["num_layers"])
+    except ValueError as e:  # a metrics.jsonl line that is not JSON
+        raise UserError(f"--merge: a run's metrics.jsonl is damaged ({e})") from None
