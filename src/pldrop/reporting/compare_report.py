@@ -103,7 +103,7 @@ def render_accuracy(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     if not any(by[a][t]["arm"]["wall"]["n"] for a in arms for t in targets):
         return [f"**Time to accuracy**: no arm reached masked-token accuracy {num(min(targets), 2)} within the budget "
                 f"in any seed, so none reached {num(goal, 2)}, the level an evidence run needs every arm to reach "
-                "(issue 12).", ""]
+                "before its speed-ups say anything.", ""]
     lines = [f"**Time to accuracy**: the training time at which each arm's validation masked-token accuracy first "
              f"reached each level (linear between evaluations{seeds_note}), and the speed-up over {labels[base]} — "
              "the paper's 2.5× is to the same score, not the same loss."
@@ -117,7 +117,7 @@ def render_accuracy(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
                      "models to read text, as an evidence run needs.")
     else:
         made = [a for a in arms if a not in short]
-        lines.append(f"Accuracy {num(goal, 2)}, the level an evidence run needs every arm to reach (issue 12), was "
+        lines.append(f"Accuracy {num(goal, 2)}, the level an evidence run needs every arm to reach, was "
                      f"not reached by {', '.join(f'{labels[a]} ({got[a]} / {seeds})' for a in short)}"
                      + (f"; {', '.join(labels[a] for a in made)} reached it first, by how much is only bounded "
                         "until the others get there (a longer budget)" if made else
