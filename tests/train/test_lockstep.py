@@ -1,16 +1,19 @@
 """Lockstep compare: arms interleaved one step at a time in one process, independent of each other."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from pldrop.cli import main
 from pldrop.train.analysis import read_metrics
+from pldrop.train.lockstep import KILL_AT_STEP, next_run
 
 CORPUS = str(Path(__file__).parents[1] / "fixtures" / "corpus" / "tiny.txt")
 TINY = ["--preset", "tiny", "--batch-size", "8", "--no-progress", "data.vocab_size=400", "data.val_max_seqs=16"]
@@ -66,18 +69,13 @@ def test_lockstep_resume_after_sigkill_is_exact(tmp_path):
     p = _cli(*args, "--out", str(full))
     assert p.wait(timeout=300) == 0, p.stderr.read()
 
-    killed = tmp_path / "killed"
-    p = _cli(*args, "--out", str(killed))
+    killed = tmp_path / "killed"  # killed -9 by itself right after the turn that brings the last arm to step 5
+    p = subprocess.Popen([sys.executable, "-m", "pldrop", *args, "--out", str(killed)], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env={**os.environ, KILL_AT_STEP: "5"})
+    assert p.wait(timeout=300) == -signal.SIGKILL, p.stderr.read()
     pointers = [killed / a / "checkpoints" / "latest.json" for a in ("baseline", "pld")]
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if all(q.exists() and json.loads(q.read_text())["step"] >= 4 for q in pointers):
-            break
-        time.sleep(0.02)
-    p.send_signal(signal.SIGKILL)
-    p.wait(timeout=30)
     steps = [json.loads(q.read_text())["step"] for q in pointers]
-    assert all(4 <= s < 12 for s in steps), steps
+    assert all(4 <= s < 12 for s in steps), steps  # the slower arm saved at 4; the other at 4 or 6
 
     p = _cli("compare", "--out", str(killed), "--resume", "--no-progress")
     out, err = p.communicate(timeout=300)
@@ -87,35 +85,38 @@ def test_lockstep_resume_after_sigkill_is_exact(tmp_path):
     assert (killed / "report.md").is_file()
 
 
-@pytest.mark.slow
-def test_lockstep_ratio_is_insensitive_to_load(tmp_path):
-    """A CPU-burning process during half of a run moves both arms' step times alike: the ratio of
-    time per sample stays within 5 % of the ratio measured without it."""
-    def ratio(out, burn: bool) -> float:
-        p = _cli("compare", "--corpus", CORPUS, "--out", str(out), "--preset", "narrow", "--batch-size", "8",
-                 "--no-progress", "data.vocab_size=400", "data.val_max_seqs=8", "data.seq_len=64",
-                 "--arms", "preln", "pld", "--max-minutes", "0.2", "--eval-every", "1000", "--threads", "1",
-                 "pld.fixed=true")
-        burner = None
-        if burn:
-            time.sleep(4.0)  # data preparation, then about half the run under load
-            burner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        try:
-            assert p.wait(timeout=300) == 0, p.stderr.read()
-        finally:
-            if burner is not None:
-                burner.kill()
-                burner.wait()
-        per_sample = {}
-        for arm in ("preln", "pld"):
-            recs = read_metrics(out / arm / "metrics.jsonl")[1:]  # the first step warms up
-            per_sample[arm] = sum(r["step_time"] for r in recs) / (recs[-1]["samples"] - recs[0]["samples"] + 8)
-        return per_sample["pld"] / per_sample["preln"]
+def _simulate(cost: dict, load: Callable[[float], float], budget: float) -> dict:
+    """Lockstep turns (``next_run``) of arms whose step costs ``cost[arm] * load(wall clock)``: returns each
+    arm's time per step. The clock is the sum of every arm's training time (one process, one turn at a time)."""
+    train, steps, clock = {a: 0.0 for a in cost}, {a: 0 for a in cost}, 0.0
+    while (name := next_run(train, {a: t >= budget for a, t in train.items()})) is not None:
+        dt = cost[name] * load(clock)
+        train[name] += dt
+        steps[name] += 1
+        clock += dt
+    return {a: train[a] / steps[a] for a in cost}
 
-    quiet = ratio(tmp_path / "quiet", burn=False)
-    loaded = ratio(tmp_path / "loaded", burn=True)
-    assert quiet < 0.97  # θ held at 0.5: PLD runs fewer blocks, its steps are cheaper
-    assert abs(loaded / quiet - 1) < 0.05, (quiet, loaded)
+
+@pytest.mark.parametrize("load,skews_sequential", [
+    (lambda t: 1.0, False),
+    (lambda t: 3.0 if 50 <= t < 150 else 1.0, True),    # a burner during part of the run
+    (lambda t: 2.0 if int(t / 30) % 2 else 1.0, False),  # a job that comes and goes
+    (lambda t: 1.0 + t / 250, True),                    # a machine that keeps slowing down
+], ids=["idle", "burst", "on-off", "drift"])
+def test_lockstep_ratio_is_insensitive_to_load(load, skews_sequential):
+    """Why lockstep keeps ratios fair under load (issue 23 item 10: a timing assertion belongs in a
+    benchmark, so this checks the mechanism, not the machine): turns always go to the arm with the least
+    training time, so load that comes and goes hits every arm in the same stretch of training time, and
+    the ratio of time per step stays the ratio of the steps' costs. Interleaving one step at a time
+    bounds the error by about one step in a run of ~200 steps per arm."""
+    cost = {"preln": 1.0, "pld": 0.75}
+    per_step = _simulate(cost, load, budget=200.0)
+    assert per_step["pld"] / per_step["preln"] == pytest.approx(0.75, rel=0.03), per_step
+    # and without lockstep (arms run one after the other) a burst or drift does not cancel
+    first = _simulate({"preln": 1.0}, load, 200.0)["preln"]
+    second = _simulate({"pld": 0.75}, lambda t: load(t + 200.0), 200.0)["pld"]  # starts when preln is done
+    if skews_sequential:
+        assert abs(second / first / 0.75 - 1) > 0.10, (first, second)
 
 
 def test_bf16_run_tracks_the_fp32_run(tmp_path, capsys):

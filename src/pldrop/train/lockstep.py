@@ -9,6 +9,8 @@ process: each has its own model, optimizer, data order, PLD gates and torch RNG 
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Mapping
 
 from .distributed import any_rank
@@ -49,8 +51,21 @@ def train_lockstep(runs: Mapping[str, PretrainRun], should_stop: Callable[[], bo
             runs[name].diverged = str(e)
             record = {"diverged": str(e)}
         order.append(name)
+        _test_kill_point(runs)
         if on_turn is not None:
             on_turn(name, record)
         first = next(iter(runs.values()))
         if any_rank(should_stop(), first.world, first.device):
             return order
+
+
+KILL_AT_STEP = "PLDROP_TEST_SIGKILL_AT_STEP"  # test-only: kill -9 once every run has reached this step
+
+
+def _test_kill_point(runs: Mapping[str, PretrainRun]) -> None:
+    """A kill at a known point for the resume tests (no race with a poll): with the environment variable
+    ``PLDROP_TEST_SIGKILL_AT_STEP=N`` set, the process sends itself SIGKILL after the turn that brings
+    the last run to step N. Unset (always, outside tests) it costs one dictionary look-up per turn."""
+    at = os.environ.get(KILL_AT_STEP)
+    if at and all(r.step_count >= int(at) for r in runs.values()):
+        os.kill(os.getpid(), signal.SIGKILL)
