@@ -1,4 +1,4 @@
-"""The ``pldrop`` command line: pretrain | compare | finetune | evaluate | bench | report | demo.
+"""The ``pldrop`` command line: pretrain | compare | finetune | evaluate | shrink | evaluate-depth | bench | report | demo.
 
 Each subcommand lives in its own module and registers itself with ``add_parser(subparsers)``
 and a ``run(args)`` function. A :class:`~pldrop.errors.UserError` anywhere ends the command
@@ -18,6 +18,8 @@ COMMANDS = {
     "compare": "pldrop.train.compare",
     "finetune": "pldrop.tasks.cli",
     "evaluate": "pldrop.tasks.cli_evaluate",
+    "shrink": "pldrop.train.shrink_cmd",
+    "evaluate-depth": "pldrop.reporting.depth_cmd",
     "bench": "pldrop.reporting.bench_cmd",
     "report": "pldrop.reporting.report_cmd",
     "demo": "pldrop.demo",

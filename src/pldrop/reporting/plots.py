@@ -185,3 +185,19 @@ def plot_section_speedup(section: dict[str, Any], path: Path, title: str = "") -
         return []
     curves = {section["arms"][a]["label"]: c for a, c in an["curves"].items()}
     return [plot_speedup(curves, path, title=title)]
+
+
+def plot_depth(section: dict[str, Any], path: Path) -> str:
+    """Validation accuracy against blocks kept, one line per model (the ``depth`` block of
+    :func:`pldrop.train.depth.depth_section`)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for i, (name, curve) in enumerate(section["models"].items()):
+        pts = sorted(curve["points"], key=lambda p: p["keep"])
+        ax.plot([p["keep"] for p in pts], [p["val_accuracy"] for p in pts], "o-", color=COLORS[i % len(COLORS)],
+                label=name)
+    ax.set_xlabel("blocks kept")
+    ax.set_ylabel("validation accuracy (masked / next token)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, plt, path, f"accuracy at reduced depth (strategy {section['strategy']}, no fine-tuning)")

@@ -36,6 +36,8 @@ RUN_FILES = (
     # plots (compare, report, bench): named ones only, so a user's own picture is never taken for ours
     "val_loss*.png", "val_accuracy*.png", "speedup*.png", "theta_blocks*.png", "step*.png", "bench_step*.png",
     "converge_*.png", "ablations_*.png",
+    # pldrop shrink (a model with fewer blocks, its tokenizer) and pldrop evaluate-depth
+    "shrink.json", "vocab.json", "merges.txt", "added_tokens.json", "depth.json", "depth.md", "depth*.png",
 )
 TREES = {  # sub-folders pldrop writes, with what may be inside
     "checkpoints": ("latest.json", "step-*", ".*.tmp-*"),
