@@ -24,6 +24,7 @@ __all__ = [
     "keep_probs",
     "mean_theta",
     "remove_pld",
+    "shrink",
     "theta",
 ]
 
@@ -33,4 +34,8 @@ def __getattr__(name):  # keep `import pldrop` light: DeepSpeed interop loads on
         from .integrations.deepspeed import from_deepspeed_config
 
         return from_deepspeed_config
+    if name == "shrink":  # depth on demand: a model with K of its L blocks (pldrop.prune)
+        from .prune import shrink
+
+        return shrink
     raise AttributeError(f"module 'pldrop' has no attribute {name!r}")

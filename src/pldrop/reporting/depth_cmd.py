@@ -82,7 +82,7 @@ def format_depth(section: dict[str, Any]) -> str:
 def run(args) -> int:
     import torch
 
-    from ..shrink import STRATEGIES, block_list
+    from ..prune import STRATEGIES, block_list
     from ..tasks.cli_evaluate import model_names
     from ..train.depth import depth_section, validation_for
     from ..train.rundir import check_out, mark_run_folder, staged

@@ -2,7 +2,7 @@
 
 :func:`depth_curve` is a function of (model, validation batches, depths, strategy): for every K
 from L down to ``min_keep`` it runs the model with only the blocks the strategy keeps
-(:func:`pldrop.shrink.only_blocks`, no weights copied, no fine-tuning) and records the masked-LM
+(:func:`pldrop.prune.only_blocks`, no weights copied, no fine-tuning) and records the masked-LM
 (or causal-LM) loss and accuracy. :func:`time_depths` measures the forward time per sequence at
 each depth, interleaved: every round runs each (model, depth) once in a seeded random order, and
 the median over rounds is reported as a ratio to the model's full depth, so a change of machine
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UserError
-from ..shrink import block_list, greedy_removal, kept_blocks, only_blocks
+from ..prune import block_list, greedy_removal, kept_blocks, only_blocks
 
 Batch = dict[str, torch.Tensor]
 
@@ -161,7 +161,7 @@ def depth_curve(model: torch.nn.Module, batches: Sequence[Batch], *, keeps: Sequ
         model: an HF masked-LM or causal-LM (PLD not applied).
         batches: validation batches (``input_ids``, ``attention_mask``; ``labels`` for a masked LM).
         keeps: depths to evaluate (default :func:`default_keeps`: L down to L/2).
-        strategy: ``top``, ``every-other``, ``keep-prob`` or ``greedy`` (see :mod:`pldrop.shrink`).
+        strategy: ``top``, ``every-other``, ``keep-prob`` or ``greedy`` (see :mod:`pldrop.prune`).
         causal: next-token loss instead of masked-token loss.
         probs: keep probabilities for ``keep-prob`` (default the linear rule).
 

@@ -71,7 +71,7 @@ def check_counts(max_seqs: int | None, batch_size: int | None) -> None:
 
 
 def run(args) -> int:
-    from ..shrink import STRATEGIES, block_list, check_keep, kept_blocks, shrink_model
+    from ..prune import STRATEGIES, block_list, check_keep, kept_blocks, shrink_model
     from .rundir import check_out, mark_run_folder, staged
     from .trained import TOKENIZER_FILES, check_model_folder, load_trained, pld_keep_probs
 

@@ -288,7 +288,7 @@ def shrink(model: nn.Module, keep: float | int, strategy: str = "top", *, probs:
         model: an HF model (any family whose one block list pldrop finds: BERT, RoBERTa(-PreLN),
             DistilBERT, GPT-2, Llama, Mistral, Qwen2, ...), PLD not applied.
         keep: number of blocks in [1, L], or a fraction 0 < f < 1 (round(f·L)).
-        strategy: ``top``, ``every-other``, ``keep-prob`` or ``greedy`` (see :mod:`pldrop.shrink`).
+        strategy: ``top``, ``every-other``, ``keep-prob`` or ``greedy`` (see :mod:`pldrop.prune`).
         probs: the keep probabilities PLD trained with (``keep-prob``; default linear rule).
         cost: ``cost(kept) -> validation loss`` (``greedy``); see
             :func:`pldrop.train.depth.loss_of_blocks` for the masked/causal-LM one.
