@@ -69,6 +69,27 @@ def _corpus_folder_run(w: Path) -> str:
     return str(d)
 
 
+def _hf_model(w: Path, family: str = "bert") -> str:
+    """A saved tiny HF model folder (3 blocks; BERT, or an encoder-decoder T5 whose blocks pldrop cannot shrink)."""
+    import transformers as T
+
+    if family == "t5":
+        model = T.T5ForConditionalGeneration(T.T5Config(vocab_size=99, d_model=32, d_ff=37, num_layers=2, num_heads=2,
+                                                        d_kv=16))
+    else:
+        model = T.BertForMaskedLM(T.BertConfig(vocab_size=99, hidden_size=32, num_attention_heads=2,
+                                               intermediate_size=37, num_hidden_layers=3))
+    model.save_pretrained(w / family)
+    return str(w / family)
+
+
+def _odd_config(w: Path) -> str:
+    (w / "odd").mkdir()
+    (w / "odd" / "config.json").write_text('{"model_type": "no-such-family"}')
+    (w / "odd" / "model.safetensors").write_bytes(b"x")
+    return str(w / "odd")
+
+
 P = ["pretrain", "--preset", "tiny", "--max-steps", "1", "--no-progress"]
 C = ["compare", "--preset", "tiny", "--max-steps", "1", "--no-progress"]
 
@@ -143,6 +164,46 @@ ROWS = [
     ("seq_len absurd", lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "data.seq_len=1000000000"],
      "data.seq_len=1000000000"),
     ("corpus UTF-16", lambda w: P + ["--corpus", _utf16(w), "--out", str(w / "r")], "is UTF-16 text"),
+    # pldrop shrink / evaluate-depth (issue 25)
+    ("shrink keep 0", lambda w: ["shrink", "--model", _hf_model(w), "--keep", "0", "--out", str(w / "s")],
+     "keep=0 is out of range"),
+    ("shrink keep > L", lambda w: ["shrink", "--model", _hf_model(w), "--keep", "4", "--out", str(w / "s")],
+     "keep=4 is out of range: give a number of blocks in [1, 3]"),
+    ("shrink keep 1.5", lambda w: ["shrink", "--model", _hf_model(w), "--keep", "1.5", "--out", str(w / "s")],
+     "keep=1.5 is out of range"),
+    ("shrink keep a word", lambda w: ["shrink", "--model", _hf_model(w), "--keep", "half", "--out", str(w / "s")],
+     "is not a number"),
+    ("shrink unknown strategy",
+     lambda w: ["shrink", "--model", _hf_model(w), "--keep", "2", "--strategy", "bottom", "--out", str(w / "s")],
+     "--strategy 'bottom' is not known"),
+    ("shrink a run without its final model",
+     lambda w: ["shrink", "--model", str(_run_folder(w / "run")), "--keep", "1", "--out", str(w / "s")],
+     "no final model"),
+    ("shrink a folder with no model",
+     lambda w: ["shrink", "--model", str(Path(_file((w / "m").mkdir() or w / "m")).parent), "--keep", "1",
+                "--out", str(w / "s")],
+     "no config.json"),
+    ("shrink a missing folder", lambda w: ["shrink", "--model", str(w / "nope"), "--keep", "1", "--out", str(w / "s")],
+     "not found"),
+    ("shrink an unknown family",
+     lambda w: ["shrink", "--model", _hf_model(w, "t5"), "--keep", "1", "--out", str(w / "s")],
+     "not a family pldrop can shrink"),
+    ("shrink an unknown model_type", lambda w: ["shrink", "--model", _odd_config(w), "--keep", "1", "--out", str(w / "s")],
+     "cannot read its config"),
+    ("shrink greedy without validation data",
+     lambda w: ["shrink", "--model", _hf_model(w), "--keep", "2", "--strategy", "greedy", "--out", str(w / "s")],
+     "give --corpus"),
+    ("shrink into an existing folder", lambda w: ["shrink", "--model", _hf_model(w), "--keep", "2", "--out", str(w)],
+     "current folder"),
+    ("evaluate-depth min-keep 0",
+     lambda w: ["evaluate-depth", "--models", _hf_model(w), "--min-keep", "0", "--out", str(w / "d")], "--min-keep 0"),
+    ("evaluate-depth min-keep > L",
+     lambda w: ["evaluate-depth", "--models", _hf_model(w), "--min-keep", "5", "--corpus", str(TINY),
+                "--out", str(w / "d")], "more than the 3 blocks"),
+    ("evaluate-depth a plain folder without --corpus",
+     lambda w: ["evaluate-depth", "--models", _hf_model(w), "--out", str(w / "d")], "give --corpus"),
+    ("evaluate-depth a run without its final model",
+     lambda w: ["evaluate-depth", "--models", str(_run_folder(w / "run")), "--out", str(w / "d")], "no final model"),
 ]
 
 

@@ -104,10 +104,10 @@ def run(args) -> int:
         raise UserError("--device cuda: no CUDA device is available; use --device cpu")
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
-    inputs = list(args.models) + [c for c in (args.corpus or []) if Path(c).exists()]
-    check_out(Path(args.out), resume=False, overwrite=args.overwrite, inputs=inputs)
     for m in args.models:  # every folder checked before any is loaded
         check_model_folder(m, "--models")
+    inputs = list(args.models) + [c for c in (args.corpus or []) if Path(c).exists()]
+    check_out(Path(args.out), resume=False, overwrite=args.overwrite, inputs=inputs)
     names = model_names(args.models)
     models, batches, about, probs = {}, {}, {}, {}
     for m, name in zip(args.models, names):

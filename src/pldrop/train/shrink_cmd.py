@@ -79,9 +79,9 @@ def run(args) -> int:
         raise UserError(f"--strategy {args.strategy!r} is not known: use one of {', '.join(STRATEGIES)}")
     keep = parse_keep(args.keep)
     check_counts(args.max_seqs, args.batch_size)
+    check_model_folder(args.model)
     inputs = [args.model] + [c for c in (args.corpus or []) if Path(c).exists()]
     check_out(Path(args.out), resume=False, overwrite=args.overwrite, inputs=inputs)
-    check_model_folder(args.model)
     tm = load_trained(args.model)
     _, blocks = block_list(tm.model)
     L = len(blocks)
