@@ -154,11 +154,10 @@ def test_library_entry_point_and_refusals(batch):
     model = tiny_models()["gpt2"]().eval()
     small = pldrop.shrink(model, keep=2 / 3, strategy="every-other")
     assert small.shrunk_from["kept"] == [0, 1] and len(small.transformer.h) == 2
-    ctl = pldrop.apply_pld(model)
+    pldrop.apply_pld(model)
     with pytest.raises(UserError, match="remove_pld"):
         pldrop.shrink(model, keep=2)
     pldrop.remove_pld(model)
-    ctl  # noqa: B018
     import transformers as T
 
     t5 = T.T5ForConditionalGeneration(T.T5Config(vocab_size=99, d_model=32, d_ff=37, num_layers=2, num_heads=2,
