@@ -426,3 +426,43 @@ def test_failed_bench_step_overwrite_leaves_the_old_folder(tmp_path, monkeypatch
     with pytest.raises(RuntimeError, match="middle of the timing"):
         main(["bench", "step", "--quick", "--overwrite", "--out", str(out), "--no-tcmalloc"])
     assert _bytes(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["step"]
+
+
+def test_interrupted_converge_overwrite_keeps_old_and_new(tmp_path, monkeypatch, capsys):
+    """SIGTERM during `bench converge --overwrite`: the old results stay, the runs done so far are kept
+    beside them and the message says where; any other failure drops the staging folder."""
+    import pldrop.reporting.bench_cmd as bench_cmd
+    from pldrop.train.run import Interrupted
+
+    out = tmp_path / "conv"
+    out.mkdir()
+    from pldrop.train.rundir import mark_run_folder
+
+    mark_run_folder(out, "pldrop bench converge")
+    (out / "converge.json").write_text('{"old": "results"}\n')
+    before = _bytes(out)
+
+    def stopped(work, *a, **kw):
+        (work / "runs").mkdir()
+        raise Interrupted("SIGTERM", "stopped at step 3: checkpoint saved")
+
+    monkeypatch.setattr(bench_cmd, "execute_converge", stopped)
+    capsys.readouterr()
+    assert main(["bench", "converge", "--out", str(out), *TINY, "--overwrite"]) == 143
+    said = capsys.readouterr().out
+    kept = [p for p in tmp_path.iterdir() if p.name != "conv"]
+    assert [p.name for p in kept] == [f".conv.pldrop-new-{__import__('os').getpid()}"] and (kept[0] / "runs").is_dir()
+    assert f"the old results in {str(out)!r} are untouched" in said and str(kept[0]) in said
+    assert _bytes(out) == before
+    import shutil
+
+    shutil.rmtree(kept[0])
+
+    def broken(work, *a, **kw):
+        (work / "runs").mkdir()
+        raise RuntimeError("a failure")
+
+    monkeypatch.setattr(bench_cmd, "execute_converge", broken)
+    with pytest.raises(RuntimeError):
+        main(["bench", "converge", "--out", str(out), *TINY, "--overwrite"])
+    assert _bytes(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["conv"]

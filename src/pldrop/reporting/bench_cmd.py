@@ -104,7 +104,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (default: torch's choice; on a machine shared with other jobs 1 thread "
                         "can be several times faster than 2)")
     p.add_argument("--resume", action="store_true", help="reuse the finished runs already in --out")
-    p.add_argument("--overwrite", action="store_true", help="delete --out first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out, a folder of this same command: every input is checked first, the new run is "
+                        "written beside it and swapped in at the end (a failure or a kill leaves the old one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-tcmalloc", action="store_true",
                    help="do not restart under tcmalloc (it steadies CPU step times; used when installed)")
@@ -274,8 +276,9 @@ class BenchOut:
     Entered, it locks ``out`` and yields the folder to write: ``out`` itself (a new run, or
     ``--resume``) or, with ``--overwrite`` of an existing folder, a staging folder beside it that
     replaces ``out`` only when the block ends normally. A failure or a kill leaves the old folder as
-    it was; an interrupted (SIGTERM, Ctrl-C) run with ``keep_interrupted`` keeps its staging folder
-    (``kept`` names it) so the runs already done are not lost.
+    it was; a run that stopped on a signal (:class:`pldrop.train.loop.Interrupted`: SIGTERM or Ctrl-C
+    during training) with ``keep_interrupted`` keeps its staging folder (``kept`` names it, and
+    :func:`interrupted_line` says so) so the runs already done are not lost.
 
     Args:
         out: the folder asked for.
@@ -328,8 +331,7 @@ class BenchOut:
     def __exit__(self, exc_type, exc, tb) -> bool:
         from ..train.loop import Interrupted
 
-        self._release(failed=exc_type is not None,
-                      interrupted=exc_type is not None and issubclass(exc_type, (Interrupted, KeyboardInterrupt)))
+        self._release(failed=exc_type is not None, interrupted=exc_type is not None and issubclass(exc_type, Interrupted))
         return False
 
     def _release(self, failed: bool, interrupted: bool = False) -> None:
