@@ -248,7 +248,8 @@ OWN_FILES = {
 }
 WRITERS = {"compare.json": "compare", "results.json": "compare", "report.json": "report", "config.yaml": "pretrain",
            "pldrop.json": "pretrain", "summary.json": "pretrain", "model.safetensors": "pretrain",
-           "checkpoints": "pretrain", "converge.json": "bench converge", "bench_step.json": "bench step"}
+           "checkpoints": "pretrain", "converge.*": "bench converge", "bench_step.*": "bench step",
+           "bench_step*.png": "bench step", "report.md": "report", "step.png": "report", "downstream": "report"}
 
 
 def check_kind(out: Path, kind: str, flag: str) -> None:
@@ -263,8 +264,9 @@ def check_kind(out: Path, kind: str, flag: str) -> None:
         if name in (MARKER, LOCK) or name.startswith("."):  # marker, lock, temporaries (check_out judged them)
             continue
         if not any(fnmatch.fnmatchcase(name, pat) for pat in OWN_FILES[kind]):
-            writer = WRITERS.get(name, "another pldrop command")
-            raise UserError(f"{flag}: {str(out)!r} holds {name}, the output of `pldrop {writer}`, not of "
+            writer = next((f"`pldrop {w}`" for k, w in WRITERS.items() if fnmatch.fnmatchcase(name, k)),
+                          "another pldrop command")
+            raise UserError(f"{flag}: {str(out)!r} holds {name}, the output of {writer}, not of "
                             f"`pldrop {kind}`; it replaces only its own output -- choose another --out")
 
 
