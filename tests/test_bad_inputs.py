@@ -88,9 +88,26 @@ def _odd_config(w: Path) -> str:
     (w / "odd" / "config.json").write_text('{"model_type": "no-such-family"}')
     (w / "odd" / "model.safetensors").write_bytes(b"x")
     return str(w / "odd")
+BENCH_FILES = {"step": ("bench_step.json", "bench_step.md"), "converge": ("converge.json", "converge.md"),
+               "report": ("report.json", "report.md"), "compare": ("compare.json", "results.json", "report.md")}
+
+
+def _bench(w: Path, name: str, kind: str) -> str:
+    """A finished-looking folder of `pldrop bench step|converge`, `pldrop report` or `pldrop compare`."""
+    from pldrop.train.rundir import mark_run_folder
+
+    path = w / name
+    path.mkdir()
+    mark_run_folder(path, f"pldrop {kind}")
+    for f in BENCH_FILES[kind]:
+        (path / f).write_text('{"old": "results"}\n')
+    return str(path)
 
 
 P = ["pretrain", "--preset", "tiny", "--max-steps", "1", "--no-progress"]
+B = ["bench", "step", "--quick", "--no-progress", "--no-tcmalloc"]
+BC = ["bench", "converge", "--quick", "--no-progress", "--no-tcmalloc", "data.vocab_size=400"]
+R = ["report", "--quick", "--no-progress", "--no-tcmalloc", "--no-downstream", "--no-step", "data.vocab_size=400"]
 C = ["compare", "--preset", "tiny", "--max-steps", "1", "--no-progress"]
 
 # (id, argv builder taking the user's folder w, expected words in the one-line error)
@@ -204,6 +221,34 @@ ROWS = [
      lambda w: ["evaluate-depth", "--models", _hf_model(w), "--out", str(w / "d")], "give --corpus"),
     ("evaluate-depth a run without its final model",
      lambda w: ["evaluate-depth", "--models", str(_run_folder(w / "run")), "--out", str(w / "d")], "no final model"),
+    # bench and report (issue 23 items 3, 8, 9): every input checked before the old folder is touched
+    ("bench converge overwrite: a missing corpus leaves the old results",
+     lambda w: BC + ["--overwrite", "--out", _bench(w, "c", "converge"), "--corpus", str(w / "missing.txt")],
+     "corpus path not found"),
+    ("report overwrite: a missing corpus leaves the old report",
+     lambda w: R + ["--overwrite", "--out", _bench(w, "r", "report"), "--corpus", str(w / "missing.txt")],
+     "corpus path not found"),
+    ("bench step overwrite: a GPU this machine lacks",
+     lambda w: B + ["--overwrite", "--out", _bench(w, "s", "step"), "--device", "cuda:99"], "--device cuda:99"),
+    ("bench step overwrite: not a device",
+     lambda w: B + ["--overwrite", "--out", _bench(w, "s", "step"), "--device", "gpu"], "--device 'gpu'"),
+    ("bench step: seq-len 100000", lambda w: B + ["--out", str(w / "s"), "--seq-len", "100000"], "--seq-len 100000"),
+    ("bench step: more memory than the machine has",
+     lambda w: B + ["--out", str(w / "s"), "--seq-len", "65536", "--batch-size", "64"], "more than the"),
+    ("bench step: vocab-size 0", lambda w: B + ["--out", str(w / "s"), "--vocab-size", "0"], "--vocab-size 0"),
+    ("bench step: schedule-steps 0", lambda w: B + ["--out", str(w / "s"), "--schedule-steps", "0"],
+     "--schedule-steps 0"),
+    ("bench step: threads 0 creates no folder", lambda w: B + ["--out", str(w / "s"), "--threads", "0"], "--threads 0"),
+    ("bench converge: threads 0 creates no folder",
+     lambda w: BC + ["--out", str(w / "s"), "--corpus", str(TINY), "--threads", "0"], "--threads 0"),
+    ("bench step overwrite: a finished comparison is not a bench folder",
+     lambda w: B + ["--overwrite", "--out", _bench(w, "cmp", "compare")], "the output of `pldrop compare`"),
+    ("bench converge overwrite: a bench step folder",
+     lambda w: BC + ["--overwrite", "--out", _bench(w, "s", "step"), "--corpus", str(TINY)],
+     "the output of `pldrop bench step`"),
+    ("report resume: a finished comparison",
+     lambda w: R + ["--resume", "--out", _bench(w, "cmp", "compare"), "--corpus", str(TINY)],
+     "the output of `pldrop compare`"),
 ]
 
 

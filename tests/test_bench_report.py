@@ -345,3 +345,124 @@ def test_report_quick_numbers_recompute(tmp_path, task_dir, capsys):
     (out / "report.md").unlink()
     assert main(["report", "--out", str(out), "--rerender"]) == 0
     assert (out / "report.md").read_text() == md
+
+
+# --- --overwrite of a bench folder (issue 23 item 3) -------------------------------------------
+
+def _old_bench_folder(path: Path) -> dict[str, bytes]:
+    from pldrop.train.rundir import mark_run_folder
+
+    path.mkdir()
+    mark_run_folder(path, "pldrop bench step")
+    for name in ("bench_step.json", "bench_step.md"):
+        (path / name).write_text('{"old": "results"}\n')
+    return _bytes(path)
+
+
+def _bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_kill_during_bench_step_overwrite_leaves_the_old_folder(tmp_path, capsys):
+    """kill -9 once the new run is being written (its staging folder exists): the old folder is as it was,
+    and the next --overwrite collects the dead process's staging folder and replaces the old one."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "step"
+    before = _old_bench_folder(out)
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parents[1] / "src"))
+    p = subprocess.Popen([sys.executable, "-m", "pldrop", "bench", "step", "--quick", "--overwrite", "--out", str(out),
+                          "--threads", "1", "--no-progress", "--no-tcmalloc", "--repeats", "100000"],
+                         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stage = tmp_path / f".step.pldrop-new-{p.pid}"
+    deadline = time.monotonic() + 300
+    while not (stage / ".pldrop-run").is_file():  # the new run has started writing beside the old one
+        if not (out / "bench_step.json").is_file():
+            p.kill()
+            p.wait()
+            pytest.fail("the old results were removed before the new run was written")
+        assert p.poll() is None, p.stderr.read().decode()
+        assert time.monotonic() < deadline, "the staging folder never appeared"
+        time.sleep(0.05)
+    p.kill()
+    p.wait()
+    p.stderr.close()
+    after = _bytes(out)
+    # the one trace: pldrop's lock file of the old folder (every --overwrite locks it, see RunLock), holding
+    # the dead PID; the kernel released the lock with the process and the next run takes it over
+    assert after.pop(".pldrop.lock", str(p.pid).encode() + b"\n") == str(p.pid).encode() + b"\n"
+    assert after == before
+    assert main(["bench", "step", "--quick", "--overwrite", "--out", str(out), "--threads", "1", "--no-progress",
+                 "--no-tcmalloc", "--repeats", "1"]) == 0
+    assert not stage.exists() and "old" not in (out / "bench_step.json").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step"]  # nothing left beside it
+    assert sorted(_bytes(out)) == [".pldrop-run", "bench_step.json", "bench_step.md", "bench_step.png"]
+
+
+def test_bench_step_without_cuda_leaves_the_old_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "step"
+    before = _old_bench_folder(out)
+    capsys.readouterr()
+    assert main(["bench", "step", "--quick", "--overwrite", "--out", str(out), "--device", "cuda", "--no-tcmalloc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--device cuda: no CUDA GPU here" in err, err
+    assert _bytes(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["step"]
+
+
+def test_failed_bench_step_overwrite_leaves_the_old_folder(tmp_path, monkeypatch, capsys):
+    """A failure while the new run is measured (here: the timing raises) drops the staging folder only."""
+    import pldrop.reporting.step as step
+
+    def broken(*a, **kw):
+        raise RuntimeError("a failure in the middle of the timing")
+
+    monkeypatch.setattr(step, "run_step_bench", broken)
+    out = tmp_path / "step"
+    before = _old_bench_folder(out)
+    with pytest.raises(RuntimeError, match="middle of the timing"):
+        main(["bench", "step", "--quick", "--overwrite", "--out", str(out), "--no-tcmalloc"])
+    assert _bytes(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["step"]
+
+
+def test_interrupted_converge_overwrite_keeps_old_and_new(tmp_path, monkeypatch, capsys):
+    """SIGTERM during `bench converge --overwrite`: the old results stay, the runs done so far are kept
+    beside them and the message says where; any other failure drops the staging folder."""
+    import pldrop.reporting.bench_cmd as bench_cmd
+    from pldrop.train.run import Interrupted
+
+    out = tmp_path / "conv"
+    out.mkdir()
+    from pldrop.train.rundir import mark_run_folder
+
+    mark_run_folder(out, "pldrop bench converge")
+    (out / "converge.json").write_text('{"old": "results"}\n')
+    before = _bytes(out)
+
+    def stopped(work, *a, **kw):
+        (work / "runs").mkdir()
+        raise Interrupted("SIGTERM", "stopped at step 3: checkpoint saved")
+
+    monkeypatch.setattr(bench_cmd, "execute_converge", stopped)
+    capsys.readouterr()
+    assert main(["bench", "converge", "--out", str(out), *TINY, "--overwrite"]) == 143
+    said = capsys.readouterr().out
+    kept = [p for p in tmp_path.iterdir() if p.name != "conv"]
+    assert [p.name for p in kept] == [f".conv.pldrop-new-{__import__('os').getpid()}"] and (kept[0] / "runs").is_dir()
+    assert f"the old results in {str(out)!r} are untouched" in said and str(kept[0]) in said
+    assert _bytes(out) == before
+    import shutil
+
+    shutil.rmtree(kept[0])
+
+    def broken(work, *a, **kw):
+        (work / "runs").mkdir()
+        raise RuntimeError("a failure")
+
+    monkeypatch.setattr(bench_cmd, "execute_converge", broken)
+    with pytest.raises(RuntimeError):
+        main(["bench", "converge", "--out", str(out), *TINY, "--overwrite"])
+    assert _bytes(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["conv"]

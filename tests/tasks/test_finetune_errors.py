@@ -123,3 +123,64 @@ def test_empty_split_from_a_library_caller(tiny, data, tmp_path):
     task.dev["dev"] = []
     with pytest.raises(UserError, match="task kw: the dev split has no examples"):
         finetune(tiny, "kw", tmp_path / "o", task_data=task)
+
+
+def _score_task(folder: Path, scores: list[str]) -> Path:
+    folder.mkdir(parents=True)
+    rows = "".join(f"w{i} w{i + 1}\t{s}\n" for i, s in enumerate(scores))
+    (folder / "train.tsv").write_text("text\tlabel\n" + rows)
+    (folder / "dev.tsv").write_text("text\tlabel\n" + rows)
+    return folder
+
+
+# issue 23 item 9: each row a fine-tuning input that used to run and report nonsense
+# (id, argv builder (tiny model, task data, tmp folder), fragments of the one-line error)
+FT_ROWS = [
+    ("nan in a score column",
+     lambda tiny, data, w: ["finetune", "--model", str(tiny), "--task", "s", "--out", str(w / "o"), "--data",
+                            str(_score_task(w / "nan", [f"{0.1 * i + 0.05:.2f}" for i in range(9)] + ["nan"]))],
+     ["train.tsv:11: label 'nan' in 'label' is not a finite number"]),
+    ("inf in a JSON-lines score column",
+     lambda tiny, data, w: ["finetune", "--model", str(tiny), "--task", "s", "--out", str(w / "o"), "--data",
+                            f"{_jsonl(w / 't.jsonl', [0.5, 1.5, 'Infinity'])},{_jsonl(w / 'd.jsonl', [0.5, 1.5])}"],
+     ["t.jsonl:3: label inf", "not a finite number"]),
+    ("all texts empty",
+     lambda tiny, data, w: ["finetune", "--model", str(tiny), "--task", "e", "--out", str(w / "o"), "--data",
+                            f"{_empty_texts(w / 'train.tsv')},{data / 'dev.tsv'}"],
+     ["train.tsv:2: every text in 'text' is empty"]),
+    ("--out is the model folder",
+     lambda tiny, data, w: ["finetune", "--model", str(tiny), "--task", "kw", "--data", str(data), "--out", str(tiny)],
+     ["is the model folder"]),
+    ("--out inside the model folder",
+     lambda tiny, data, w: ["finetune", "--model", str(tiny), "--task", "kw", "--data", str(data),
+                            "--out", str(tiny / "ft")], ["is inside the model folder"]),
+    ("a model listed twice",
+     lambda tiny, data, w: ["evaluate", "--models", str(tiny), str(tiny) + "/", "--tasks", "kw", "--data", str(data),
+                            "--out", str(w / "e")], ["is listed twice", "give each model once"]),
+    ("evaluate --out is a model folder",
+     lambda tiny, data, w: ["evaluate", "--models", str(tiny), "--tasks", "kw", "--data", str(data),
+                            "--out", str(tiny), "--overwrite"], ["is the model folder"]),
+    ("--threads 0",
+     lambda tiny, data, w: ["finetune", "--model", str(tiny), "--task", "kw", "--data", str(data), "--out",
+                            str(w / "o"), "--threads", "0"], ["--threads 0"]),
+]
+
+
+def _jsonl(path: Path, labels: list) -> str:
+    path.write_text("".join(json.dumps({"text": f"w{i} w{i + 1}", "label": v}) + "\n" for i, v in enumerate(labels))
+                    .replace('"Infinity"', "Infinity"))
+    return str(path)
+
+
+def _empty_texts(path: Path) -> str:
+    path.write_text("text\tlabel\n" + "".join(f"\t{'yes' if i % 2 else 'no'}\n" for i in range(10)))
+    return str(path)
+
+
+@pytest.mark.parametrize("build,fragments", [r[1:] for r in FT_ROWS], ids=[r[0] for r in FT_ROWS])
+def test_finetune_bad_input_is_one_line_and_touches_nothing(tiny, data, tmp_path, capsys, build, fragments):
+    before = sorted(p.relative_to(tiny) for p in tiny.rglob("*"))
+    argv = [*build(tiny, data, tmp_path), "--no-progress"]
+    fails(capsys, argv, *fragments)
+    assert sorted(p.relative_to(tiny) for p in tiny.rglob("*")) == before  # nothing written into the model
+    assert not (tmp_path / "o").exists() and not (tmp_path / "e").exists()

@@ -104,7 +104,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="torch CPU threads (default: torch's choice; on a machine shared with other jobs 1 thread "
                         "can be several times faster than 2)")
     p.add_argument("--resume", action="store_true", help="reuse the finished runs already in --out")
-    p.add_argument("--overwrite", action="store_true", help="delete --out first")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out, a folder of this same command: every input is checked first, the new run is "
+                        "written beside it and swapped in at the end (a failure or a kill leaves the old one)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--no-tcmalloc", action="store_true",
                    help="do not restart under tcmalloc (it steadies CPU step times; used when installed)")
@@ -148,14 +150,18 @@ def _pick(args, dest: str, key: str, defaults: dict, quick: dict):
     return v if v is not None else (quick if args.quick else defaults)[key]
 
 
-def step_settings(args, device: str | None = None):
-    from .step import StepSettings
+def step_settings(args, device: str | None = None, models: int = 2):
+    """The step benchmark's settings, checked: values, the device, and that ``models`` timed copies of
+    the largest preset fit in its memory (:func:`pldrop.reporting.step.check_fits`)."""
+    from .step import StepSettings, check_device, check_fits
 
     kw = {k: _pick(args, f"step_{k}", k, STEP_DEFAULTS, STEP_QUICK) for k in STEP_DEFAULTS}
     import torch
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    return StepSettings(**kw, bf16=bool(getattr(args, "bf16", False)), device=dev)
+    dev = check_device(device) if device else ("cuda" if torch.cuda.is_available() else "cpu")
+    s = StepSettings(**kw, bf16=bool(getattr(args, "bf16", False)), device=dev)
+    check_fits(s, models)
+    return s
 
 
 def scale_of(args):
@@ -232,21 +238,128 @@ def reexec_with_tcmalloc(args) -> None:
         reexec(args.command)
 
 
-def prepare_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse a non-empty ``out`` unless resuming or overwriting; ``--overwrite`` empties only a folder
-    pldrop made and that holds nothing pldrop did not write (:func:`pldrop.train.rundir.check_out`),
-    after the command's inputs were checked."""
-    import shutil
+# What each command writes at the top of its --out; a folder holding another command's output is
+# never replaced or resumed by this one (a finished comparison is not a bench folder).
+OWN_FILES = {
+    "bench step": ("bench_step.json", "bench_step.md", "bench_step*.png"),
+    "bench converge": ("converge.json", "converge.md", "converge_*.png", "ablations_*.png", "runs"),
+    "report": ("report.json", "report.md", "step.png", "bench_step.json", "converge_*.png", "ablations_*.png",
+               "runs", "downstream"),
+}
+WRITERS = {"compare.json": "compare", "results.json": "compare", "report.json": "report", "config.yaml": "pretrain",
+           "pldrop.json": "pretrain", "summary.json": "pretrain", "model.safetensors": "pretrain",
+           "checkpoints": "pretrain", "converge.*": "bench converge", "bench_step.*": "bench step",
+           "bench_step*.png": "bench step", "report.md": "report", "step.png": "report", "downstream": "report"}
 
-    from ..train.command_line import command_line
-    from ..train.rundir import MARKER, check_out, mark_run_folder
 
-    check_out(out, resume=resume and out.is_dir() and any(out.iterdir()), overwrite=overwrite)
-    if overwrite and out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)  # checked above: a pldrop folder holding only what pldrop wrote
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / MARKER).is_file():
-        mark_run_folder(out, command_line())
+def check_kind(out: Path, kind: str, flag: str) -> None:
+    """Refuse (one line) to ``--resume`` or ``--overwrite`` a folder that holds another command's output."""
+    import fnmatch
+
+    from ..errors import UserError
+    from ..train.rundir import LOCK, MARKER
+
+    for entry in sorted(out.iterdir()):
+        name = entry.name
+        if name in (MARKER, LOCK) or name.startswith("."):  # marker, lock, temporaries (check_out judged them)
+            continue
+        if not any(fnmatch.fnmatchcase(name, pat) for pat in OWN_FILES[kind]):
+            writer = next((f"`pldrop {w}`" for k, w in WRITERS.items() if fnmatch.fnmatchcase(name, k)),
+                          "another pldrop command")
+            raise UserError(f"{flag}: {str(out)!r} holds {name}, the output of {writer}, not of "
+                            f"`pldrop {kind}`; it replaces only its own output -- choose another --out")
+
+
+class BenchOut:
+    """The ``--out`` of `pldrop bench` and `pldrop report`, by the rules of every pldrop run folder
+    (:mod:`pldrop.train.rundir`).
+
+    Made, it checks ``out`` and writes nothing: call it after every other input was checked.
+    Entered, it locks ``out`` and yields the folder to write: ``out`` itself (a new run, or
+    ``--resume``) or, with ``--overwrite`` of an existing folder, a staging folder beside it that
+    replaces ``out`` only when the block ends normally. A failure or a kill leaves the old folder as
+    it was; a run that stopped on a signal (:class:`pldrop.train.loop.Interrupted`: SIGTERM or Ctrl-C
+    during training) with ``keep_interrupted`` keeps its staging folder (``kept`` names it, and
+    :func:`interrupted_line` says so) so the runs already done are not lost.
+
+    Args:
+        out: the folder asked for.
+        kind: ``bench step``, ``bench converge`` or ``report`` (:data:`OWN_FILES`).
+        resume, overwrite: the flags.
+        inputs: files and folders the command reads (``out`` may not be, hold or lie in one).
+        keep_interrupted: keep the staging folder of an interrupted ``--overwrite`` run.
+    """
+
+    def __init__(self, out: Path, kind: str, resume: bool, overwrite: bool, inputs=(), keep_interrupted: bool = False):
+        from ..errors import UserError
+        from ..train.rundir import check_out
+
+        if resume and overwrite:
+            raise UserError("--resume and --overwrite exclude each other")
+        self.out, self.kind, self.keep_interrupted = Path(out), kind, keep_interrupted
+        self.existing = self.out.is_dir() and not self.out.is_symlink() and any(self.out.iterdir())
+        self.resume = resume and self.existing
+        check_out(self.out, resume=self.resume, overwrite=overwrite, inputs=inputs)
+        self.replace = overwrite and self.existing
+        if self.resume or self.replace:
+            check_kind(self.out, kind, "--resume" if self.resume else "--overwrite")
+        self.stage = None
+        self.kept: Path | None = None
+        self._locks = None
+        self._work_lock = None
+
+    def __enter__(self) -> Path:
+        import contextlib
+
+        from ..train.command_line import command_line
+        from ..train.rundir import MARKER, RunLock, mark_run_folder, staged
+
+        self._locks = contextlib.ExitStack()
+        try:
+            if self.existing:  # one process per folder: the old one stays locked until the swap
+                self._locks.enter_context(RunLock(self.out))
+            if self.replace:
+                self.stage = staged(self.out)
+            work = self.stage.path if self.stage is not None else self.out
+            if not self.resume:  # a new folder: created under its lock, then marked as pldrop's
+                self._work_lock = self._locks.enter_context(RunLock(work, create=True))
+            if not (work / MARKER).is_file():
+                mark_run_folder(work, command_line())
+        except BaseException:
+            self._release(failed=True)
+            raise
+        return work
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        from ..train.loop import Interrupted
+
+        self._release(failed=exc_type is not None, interrupted=exc_type is not None and issubclass(exc_type, Interrupted))
+        return False
+
+    def _release(self, failed: bool, interrupted: bool = False) -> None:
+        try:
+            if self.stage is not None:
+                if not failed:
+                    self.stage.commit()
+                    if self._work_lock is not None:  # its file moved into out with the swap: removed on release
+                        self._work_lock.path = self.out / self._work_lock.path.name
+                elif interrupted and self.keep_interrupted:
+                    self.kept = self.stage.path
+                else:
+                    self.stage.abort()
+        finally:
+            self.stage = None
+            if self._locks is not None:
+                self._locks.close()
+                self._locks = None
+
+
+def interrupted_line(command: str, e, dest: "BenchOut") -> str:
+    """What an interrupted bench or report says: where its runs are and how to continue."""
+    if dest.kept is not None:
+        return (f"pldrop {command}: {e}; the old results in {str(dest.out)!r} are untouched, the new runs are in "
+                f"{str(dest.kept)!r} (continue with --resume --out {dest.kept})")
+    return f"pldrop {command}: {e}; rerun with --resume to continue"
 
 
 def machine(start_load: float | None = None) -> dict[str, Any]:
@@ -269,12 +382,24 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
-def setup_threads(args) -> None:
+def write_text(path: Path, text: str) -> None:
+    """A Markdown file of a bench or report folder (through the shared writer, like :func:`write_json`)."""
+    from ..train.checkpoint import atomic_write_text
+
+    atomic_write_text(path, text)
+
+
+def check_threads(args) -> None:
+    """``--threads``, checked before anything is created."""
     from ..errors import UserError
 
+    if args.threads is not None and args.threads < 1:
+        raise UserError(f"--threads {args.threads}: expected a positive number")
+
+
+def setup_threads(args) -> None:
+    check_threads(args)
     if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads {args.threads}: expected a positive number")
         import torch
 
         torch.set_num_threads(args.threads)
@@ -291,14 +416,21 @@ def num_layers(cfg) -> int:
 # --- bench step -----------------------------------------------------------------------------
 
 def run_step(args) -> int:
+    reexec_with_tcmalloc(args)
+    check_threads(args)
+    compiled = any(c.startswith("compiled") for c in args.columns or ())
+    s = step_settings(args, args.device, models=4 if compiled else 2)
+    dest = BenchOut(args.out, "bench step", args.resume, args.overwrite)  # after every input was checked
+    setup_threads(args)
+    with dest as work:
+        return _run_step(args, s, work)
+
+
+def _run_step(args, s, work: Path) -> int:
     from .plots import plot_step
     from .render import render_machine, render_step
     from .step import run_step_bench
 
-    reexec_with_tcmalloc(args)
-    s = step_settings(args, args.device)
-    prepare_out(args.out, args.resume, args.overwrite)
-    setup_threads(args)
     load0 = load_now()
     sec = run_step_bench(s, progress=not args.no_progress and sys.stderr.isatty())
     parts = step_parts(s) + [("--bf16", s.bf16), ("--device", s.device), ("--threads", args.threads)]
@@ -317,10 +449,10 @@ def run_step(args) -> int:
             res["columns"][preset] = col
             columns_md += ["", f"## Precisions side by side: {preset}", "", format_columns(col)]
             print(format_columns(col))
-    write_json(args.out / "bench_step.json", res)
-    png = plot_step(sec, args.out / "bench_step.png")
+    write_json(work / "bench_step.json", res)
+    png = plot_step(sec, work / "bench_step.png")
     md = ["# pldrop bench step", "", "```", res["command"], "```", ""] + render_machine(res["machine"])
-    (args.out / "bench_step.md").write_text("\n".join(md + render_step(sec, png) + columns_md), encoding="utf-8")
+    write_text(work / "bench_step.md", "\n".join(md + render_step(sec, png) + columns_md))
     for preset, r in sec["presets"].items():
         row = r["rows"][-1]
         print(f"{preset}: θ={row['theta']:g} saves {100 * row['realised_saving']:.1f} % per sample "
@@ -332,14 +464,32 @@ def run_step(args) -> int:
 
 # --- bench converge -------------------------------------------------------------------------
 
-def execute_converge(out: Path, cfg, scale, ablations: bool, progress: bool | None, log=print) -> tuple:
+def prepare_inputs(cfg, progress: bool | None):
+    """The corpus, read, tokenized and packed now (cached for the runs), so a bad ``--corpus`` or config
+    fails before ``--out`` is touched; also checks the model config file."""
+    from .runs import Runner
+
+    num_layers(cfg)
+    return Runner(Path("."), cfg, progress=progress).data
+
+
+def bench_inputs(args, cfg) -> list:
+    """Files and folders the runs read: ``--out`` may not be, hold or lie inside one."""
+    from ..train.loop import input_paths
+
+    return input_paths(cfg) + ([args.config] if args.config else [])
+
+
+def execute_converge(out: Path, cfg, scale, ablations: bool, progress: bool | None, log=print, data=None) -> tuple:
     """Run the convergence protocol (and the ablations) into ``out/runs``; returns
-    ``(runner, converge_section, ablations_section or None, plots)``."""
+    ``(runner, converge_section, ablations_section or None, plots)``. ``data``: the corpus already
+    prepared (:func:`prepare_inputs`)."""
     from .plots import plot_loss_curves, plot_section_speedup
     from .protocol import run_ablations, run_converge
     from .runs import Runner
     scale.eval_every = cfg.eval_every
     runner = Runner(out / "runs", cfg, progress=progress, log=log)
+    runner._data = data
     L = num_layers(cfg)
     conv = run_converge(runner, scale, L)
     abl = run_ablations(runner, scale, conv["sweep"]["best_lr"], L) if ablations and scale.ablation_seeds else None
@@ -356,35 +506,44 @@ def execute_converge(out: Path, cfg, scale, ablations: bool, progress: bool | No
 
 
 def run_converge(args) -> int:
-    from .render import render_ablations, render_converge, render_machine
     from ..train.loop import Interrupted as _Interrupted
 
     reexec_with_tcmalloc(args)
+    check_threads(args)
     cfg, train = base_config(args)
     scale = scale_of(args)
-    prepare_out(args.out, args.resume, args.overwrite)
+    progress = False if args.no_progress else None
+    data = prepare_inputs(cfg, progress)
+    dest = BenchOut(args.out, "bench converge", args.resume, args.overwrite, inputs=bench_inputs(args, cfg),
+                    keep_interrupted=True)
     setup_threads(args)
     load0 = load_now()
-    progress = False if args.no_progress else None
     try:
-        runner, conv, abl, plots = execute_converge(args.out, cfg, scale, args.ablations, progress)
+        with dest as work:
+            runner, conv, abl, plots = execute_converge(work, cfg, scale, args.ablations, progress, data=data)
+            runner.prune_weights()
+            _write_converge(args, work, train, scale, conv, abl, plots, load0)
     except _Interrupted as e:
-        print(f"pldrop bench converge: {e}; rerun with --resume to continue")
+        print(interrupted_line("bench converge", e, dest))
         return e.exit_code
-    runner.prune_weights()
+    print_converge(conv)
+    print(f"wrote {args.out / 'converge.json'}, converge.md and plots")
+    return 0
+
+
+def _write_converge(args, work: Path, train: dict, scale, conv, abl, plots, load0) -> None:
+    from .render import render_ablations, render_converge, render_machine
+
     parts = train_parts(args, train, scale) + [("--ablations", args.ablations)]
     res = {"command": canonical_command("bench converge", args.out, parts, train["overrides"]),
            "machine": machine(load0), "settings": {**train, "quick": args.quick}, "converge": conv,
            "ablations": abl, "plots": plots}
-    write_json(args.out / "converge.json", res)
+    write_json(work / "converge.json", res)
     md = ["# pldrop bench converge", "", "```", res["command"], "```", ""] + render_machine(res["machine"])
     md += render_converge(conv, plots["converge"])
     if abl:
         md += ["## Ablations", ""] + render_ablations(abl, plots["ablations"])
-    (args.out / "converge.md").write_text("\n".join(md), encoding="utf-8")
-    print_converge(conv)
-    print(f"wrote {args.out / 'converge.json'}, converge.md and plots")
-    return 0
+    write_text(work / "converge.md", "\n".join(md))
 
 
 def print_converge(conv: dict[str, Any]) -> None:

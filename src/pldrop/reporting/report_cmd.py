@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from .bench_cmd import (
-    add_common, add_step_args, add_train_args, base_config, canonical_command, execute_converge, load_now, machine,
-    prepare_out, reexec_with_tcmalloc, scale_of, setup_threads, step_parts, step_settings, train_parts, write_json,
+    BenchOut, add_common, add_step_args, add_train_args, base_config, bench_inputs, canonical_command, check_threads,
+    execute_converge, interrupted_line, load_now, machine, prepare_inputs, reexec_with_tcmalloc, scale_of,
+    setup_threads, step_parts, step_settings, train_parts, write_json, write_text,
 )
 
 # lr None: `pldrop evaluate`'s default, the grid of the model's width with the best dev run kept
@@ -102,13 +103,13 @@ def check_tasks(ds, cache_dir: str | None) -> None:
         load_task(task, task_data_arg(task, ds.data), cache_dir=cache_dir)
 
 
-def _step_section(args, settings, progress: bool):
+def _step_section(args, work: Path, settings, progress: bool):
     """The step timing, or the one already in --out when resuming with the same settings."""
     from dataclasses import asdict
 
     from .step import run_step_bench
 
-    saved = args.out / "bench_step.json"
+    saved = work / "bench_step.json"
     if args.resume and saved.is_file():
         sec = json.loads(saved.read_text())
         if sec.get("settings") == json.loads(json.dumps(asdict(settings))):
@@ -120,45 +121,58 @@ def _step_section(args, settings, progress: bool):
 
 
 def run(args) -> int:
-    from .claims import build_claims
-    from .downstream import run_downstream
-    from .plots import plot_step
-    from .render import render_report
     from ..train.loop import Interrupted as _Interrupted
 
     if args.rerender:
         return rerender(args.out)
     reexec_with_tcmalloc(args)
+    check_threads(args)
     cfg, train = base_config(args)
     scale = scale_of(args)
     step = None if args.no_step else step_settings(args, None)
     ds = None if args.no_downstream else downstream_settings(args)
     if ds is not None:
         check_tasks(ds, cfg.data.cache_dir)
-    prepare_out(args.out, args.resume, args.overwrite)
-    setup_threads(args)
-    load0 = load_now()
     progress = False if args.no_progress else None
+    data = prepare_inputs(cfg, progress)
+    inputs = bench_inputs(args, cfg) + ([Path(ds.data)] if ds is not None and ds.data and not ds.data.startswith("hf:") else [])
+    dest = BenchOut(args.out, "report", args.resume, args.overwrite, inputs=inputs, keep_interrupted=True)
+    setup_threads(args)
+    try:
+        with dest as work:
+            report = _measure(args, work, cfg, train, scale, step, ds, data, progress)
+    except _Interrupted as e:
+        print(interrupted_line("report", e, dest))
+        return e.exit_code
+    print_claims(report["claims"])
+    print(f"report: {args.out / 'report.md'}")
+    return 0
+
+
+def _measure(args, work: Path, cfg, train: dict, scale, step, ds, data, progress) -> dict:
+    """Every part of the report, measured into ``work``; returns report.json's content."""
+    from .claims import build_claims
+    from .downstream import run_downstream
+    from .plots import plot_step
+    from .render import render_report
+
+    load0 = load_now()
     report: dict = {"settings": {**train, "quick": args.quick}, "resumed": bool(args.resume)}
     plots: dict = {}
     elapsed: dict = {}
     t0 = time.monotonic()
-    try:
-        if step is not None:
-            report["bench_step"] = _step_section(args, step, progress=not args.no_progress and sys.stderr.isatty())
-            plots["step"] = plot_step(report["bench_step"], args.out / "step.png")
-        elapsed["step_min"], t0 = (time.monotonic() - t0) / 60, time.monotonic()
-        runner, conv, abl, p = execute_converge(args.out, cfg, scale, not args.no_ablations, progress)
-        plots.update(p)
-        report.update(converge=conv, ablations=abl)
-        elapsed["pretraining_min"], t0 = (time.monotonic() - t0) / 60, time.monotonic()
-        if ds is not None:
-            report["downstream"] = run_downstream(runner, conv, ds, args.out / "downstream", resume=args.resume,
-                                                  threads=args.threads, progress=not args.no_progress)
-        elapsed["downstream_min"] = (time.monotonic() - t0) / 60
-    except _Interrupted as e:
-        print(f"pldrop report: {e}; rerun with --resume to continue")
-        return e.exit_code
+    if step is not None:
+        report["bench_step"] = _step_section(args, work, step, progress=not args.no_progress and sys.stderr.isatty())
+        plots["step"] = plot_step(report["bench_step"], work / "step.png")
+    elapsed["step_min"], t0 = (time.monotonic() - t0) / 60, time.monotonic()
+    runner, conv, abl, p = execute_converge(work, cfg, scale, not args.no_ablations, progress, data=data)
+    plots.update(p)
+    report.update(converge=conv, ablations=abl)
+    elapsed["pretraining_min"], t0 = (time.monotonic() - t0) / 60, time.monotonic()
+    if ds is not None:
+        report["downstream"] = run_downstream(runner, conv, ds, work / "downstream", resume=args.resume,
+                                              threads=args.threads, progress=not args.no_progress)
+    elapsed["downstream_min"] = (time.monotonic() - t0) / 60
     if not args.keep_weights:
         runner.prune_weights()
     parts = train_parts(args, train, scale)
@@ -173,11 +187,9 @@ def run(args) -> int:
     report["plots"] = plots
     report["elapsed"] = {**elapsed, "total_min": sum(elapsed.values())}
     report["claims"] = build_claims(report)
-    write_json(args.out / "report.json", report)
-    (args.out / "report.md").write_text(render_report(report), encoding="utf-8")
-    print_claims(report["claims"])
-    print(f"report: {args.out / 'report.md'}")
-    return 0
+    write_json(work / "report.json", report)
+    write_text(work / "report.md", render_report(report))
+    return report
 
 
 def rerender(out: Path) -> int:

@@ -142,7 +142,7 @@ def setup(args) -> None:
             raise UserError(f"--out {args.out!r}: expected a folder name (an empty one would mean the current folder)")
         args.out = Path(args.out)
 
-    if args.threads:
+    if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads {args.threads}: expected a positive number")
         torch.set_num_threads(args.threads)

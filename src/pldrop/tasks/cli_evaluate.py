@@ -80,7 +80,8 @@ def add_parser(sub) -> None:
         epilog=EVALUATE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--models", required=True, nargs="+", metavar="DIR", help="model folders (or hf:NAME)")
+    p.add_argument("--models", required=True, nargs="+", metavar="DIR",
+                   help="model folders (or hf:NAME), each at most once (a folder listed twice is refused)")
     p.add_argument("--tasks", required=True, nargs="+", metavar="NAME", help="task names (see below)")
     p.add_argument("--data", metavar="DIR", help="GLUE folder or hf:REPO, or a folder of your own tasks")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
@@ -116,6 +117,21 @@ def _check_same_settings(folder: Path, saved: dict, cfg) -> None:
                             f"pass the same settings, or --overwrite to redo every run")
 
 
+def check_models(models: list[str], out: Path) -> None:
+    """Each model once (the same folder under two spellings too), and ``--out`` not inside one."""
+    from pldrop.errors import UserError
+    from pldrop.tasks.finetune import check_out_not_model
+
+    seen: dict[str, str] = {}
+    for m in models:
+        key = m if m.startswith("hf:") else str(Path(m).expanduser().resolve())
+        if key in seen:
+            same = "" if seen[key] == m else f" (as {seen[key]})"
+            raise UserError(f"--models: {m} is listed twice{same}; give each model once")
+        seen[key] = m
+        check_out_not_model(out, m)
+
+
 def run(args) -> int:
     from pldrop.errors import UserError
     from pldrop.tasks.cli import finetune_config, setup, stop_on_signals, text_columns
@@ -142,6 +158,7 @@ def run(args) -> int:
         if not m.startswith("hf:") and not Path(m).is_dir():
             raise UserError(f"--models {m}: no such folder (expected a pldrop pretrain run folder or a Hugging "
                             f"Face model folder)")
+    check_models(args.models, out)
     names = model_names(args.models)
 
     loaded = {}

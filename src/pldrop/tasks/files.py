@@ -107,6 +107,33 @@ def _number(raw: object) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _check_texts(recs: list[Record], text_columns: Sequence[str]) -> None:
+    """Refuse a file whose texts are all empty: nothing to learn or to score (a model that sees
+    only empty inputs predicts one class, and a one-class dev file scores it 100)."""
+    if all(not t.strip() for r in recs for t in r[2]):
+        path, lineno = recs[0][:2]
+        raise UserError(f"{path}:{lineno}: every text in {', '.join(map(repr, text_columns))} is empty "
+                        f"(checked {len(recs)} rows); check --text-columns and the file")
+
+
+def _check_finite(recs: list[Record], label_column: str) -> None:
+    """Numeric labels with a ``nan`` or ``inf`` among them are a damaged score column, not classes
+    (``nan`` would turn a regression into a task with one class per score)."""
+    values = []
+    for path, lineno, _, raw in recs:
+        if isinstance(raw, bool):
+            return
+        try:
+            values.append((path, lineno, raw, float(raw)))  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return  # a word: classes
+    bad = next((v for v in values if not math.isfinite(v[3])), None)
+    if bad is not None:
+        path, lineno, raw, _ = bad
+        raise UserError(f"{path}:{lineno}: label {raw!r} in {label_column!r} is not a finite number, in a "
+                        f"column of numbers; fix or remove the row")
+
+
 def _class_name(raw: object) -> str:
     """The class name of a raw label: JSON 1 and "1" are the same class."""
     value = _number(raw)
@@ -136,7 +163,10 @@ def load_file_task(
         raise UserError(f"text_columns={text_columns!r}: expected one column name or two (a sentence pair)")
     files = resolve_files(data)
     records = {split: _records(path, text_columns, label_column) for split, path in files.items()}
+    for recs in records.values():
+        _check_texts(recs, text_columns)
     if regression is None:
+        _check_finite(records["train"], label_column)
         numbers = [_number(r[3]) for r in records["train"]]
         regression = all(v is not None for v in numbers) and not all(v.is_integer() for v in numbers)  # type: ignore[union-attr]
 

@@ -375,6 +375,7 @@ def finetune(
     if not seeds:
         raise UserError("--seeds: give at least one seed")
     out = Path(out)
+    check_out_not_model(out, model)
     old = plan_out(out, overwrite)  # checks only: nothing is deleted before every input is checked
     if task_data is None:
         task_data = load_task(task, data, text_columns=text_columns, label_column=label_column,
@@ -441,6 +442,17 @@ def finetune(
     if stage != out:
         swap_in(stage, out, old)
     return results
+
+
+def check_out_not_model(out: Path, model: str | Path) -> None:
+    """Refuse an output folder that is the model folder or lies inside it: fine-tuning would write
+    into the pretraining run (its results, predictions, ``model/``)."""
+    if str(model).startswith("hf:"):
+        return
+    m, o = Path(model).expanduser().resolve(), Path(out).expanduser().resolve()
+    if o == m or m in o.parents:
+        raise UserError(f"--out {out} is {'inside ' if o != m else ''}the model folder {model}; fine-tuning "
+                        f"writes its results in a folder of their own -- choose another --out")
 
 
 def _check_splits(data: TaskData) -> None:

@@ -16,6 +16,7 @@ process is gone.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pickle
@@ -49,6 +50,44 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def write_error(e: BaseException, where: Path) -> OSError:
+    """The OSError a failed write really is.
+
+    ``torch.save`` reports a full disk as ``RuntimeError`` (``[enforce fail at inline_container.cc:…]
+    unexpected pos …``, ``basic_ios::clear: iostream error``, ``PytorchStreamWriter failed writing
+    file …``) and safetensors as ``SafetensorError`` (``Error while serializing: I/O error: No space
+    left on device (os error 28)``), so an ``except OSError`` misses both. The errno is the one the
+    message names, else ENOSPC when ``where``'s file system is (nearly) full, else EIO with the
+    message.
+
+    >>> write_error(RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),
+    ...             Path(".")).strerror
+    'No space left on device'
+    """
+    text = " ".join(str(e).split())
+    m = re.search(r"os error (\d+)", text)
+    if m:
+        code = int(m.group(1))
+    else:
+        try:
+            free = shutil.disk_usage(next(p for p in (Path(where), *Path(where).parents) if p.exists())).free
+        except (OSError, StopIteration):
+            free = None
+        code = errno.ENOSPC if free is not None and free < 1 << 20 else errno.EIO
+    reason = os.strerror(code) if code != errno.EIO else f"write failed: {text[:200]}"
+    return OSError(code, reason, str(where))
+
+
+def _written(write: Callable[[], Any], path: Path) -> None:
+    """Run ``write`` (a torch.save or safetensors save of ``path``); a failed write raises OSError."""
+    from safetensors import SafetensorError
+
+    try:
+        write()
+    except (RuntimeError, SafetensorError) as e:
+        raise write_error(e, path) from None
+
+
 def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     state: dict[str, Any], keep: int = 2) -> Path:
     """Write a checkpoint for ``state['step']`` under ``root`` and point ``latest.json`` at it."""
@@ -61,22 +100,26 @@ def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    # clone: tied weights (embeddings / decoder) share storage, which safetensors refuses
-    tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(tmp / "model.safetensors"))
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    torch.save(rng, tmp / "rng.pt")
-    state = dict(state, files={f: _sha256(tmp / f) for f in FILES})
-    _fsync_write(tmp / "state.json", json.dumps(state, indent=1))
-    sums = {**state["files"], "state.json": _sha256(tmp / "state.json")}
-    _fsync_write(tmp / MANIFEST, json.dumps({"sha256": sums}, indent=1))
-    final = root / name
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    try:  # a failure (a full disk) leaves no temporary folder behind, and the earlier checkpoints as they were
+        # clone: tied weights (embeddings / decoder) share storage, which safetensors refuses
+        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+        _written(lambda: save_file(tensors, str(tmp / "model.safetensors")), tmp / "model.safetensors")
+        _written(lambda: torch.save(optimizer.state_dict(), tmp / "optimizer.pt"), tmp / "optimizer.pt")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        _written(lambda: torch.save(rng, tmp / "rng.pt"), tmp / "rng.pt")
+        state = dict(state, files={f: _sha256(tmp / f) for f in FILES})
+        _fsync_write(tmp / "state.json", json.dumps(state, indent=1))
+        sums = {**state["files"], "state.json": _sha256(tmp / "state.json")}
+        _fsync_write(tmp / MANIFEST, json.dumps({"sha256": sums}, indent=1))
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     atomic_write_text(root / "latest.json", json.dumps({"checkpoint": name, "step": state["step"]}))
     old = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name != name)
     for p in old[: max(0, len(old) - (keep - 1))]:

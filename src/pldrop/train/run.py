@@ -552,7 +552,7 @@ class PretrainRun:
 
             if not self.show_progress:
                 hf_logging.disable_progress_bar()
-            self.model.save_pretrained(str(self.out), safe_serialization=True, **full)
+            self.save_model(full)
             summary = {"arm": self.cfg.model.arm, "steps": self.step_count, "samples": self.samples,
                        "train_time_s": self.train_time, "flops": self.flops, "peak_lr": self.peak_lr,
                        "horizon": self.horizon, "precision": "bf16" if self.bf16 else "fp32", **self.last_eval}
@@ -562,6 +562,27 @@ class PretrainRun:
         if self.world > 1:
             torch.distributed.barrier()
         return summary
+
+    def save_model(self, full: dict) -> None:
+        """The final model (``save_pretrained``); a failed write (a full disk: transformers and safetensors
+        raise SafetensorError or RuntimeError, not OSError) removes the torn weights file and ends in one
+        line: the checkpoint of the last step is intact, so ``--resume`` finishes the run."""
+        from safetensors import SafetensorError
+
+        from .checkpoint import write_error
+
+        try:
+            self.model.save_pretrained(str(self.out), safe_serialization=True, **full)
+        except (OSError, RuntimeError, SafetensorError) as e:
+            err = e if isinstance(e, OSError) else write_error(e, self.out)
+            for torn in self.out.iterdir():  # this save's weight files, half written
+                if re.fullmatch(r"model(-\d+-of-\d+)?\.safetensors(\.index\.json)?", torn.name):
+                    torn.unlink(missing_ok=True)
+            last = latest_checkpoint(self.out / "checkpoints")
+            kept = (f"the checkpoint of step {self.step_count} ({last.name}) is intact -- free some space and "
+                    f"finish the run with --resume --out {self.out}") if last else "no checkpoint exists"
+            raise UserError(f"cannot write the final model in {str(self.out)!r} ({err.strerror or err}); "
+                            f"{kept}") from None
 
     def close(self) -> None:
         for name in ("bar", "metrics_file", "writer"):
