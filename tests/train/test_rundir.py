@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from pldrop.errors import UserError
-from pldrop.train.rundir import (LOCK, MARKER, RunLock, check_out, collect_stale_tmp, foreign_files,
-                                 is_run_folder, mark_run_folder, restore_swapped, staged)
+from pldrop.train.rundir import (LOCK, MANIFEST, MARKER, RunLock, check_out, collect_stale_tmp, foreign_files,
+                                 is_run_folder, mark_run_folder, record, restore_swapped, staged)
 
 ROOT_IGNORES_CHMOD = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
@@ -25,21 +25,35 @@ def _dead_pid() -> int:
     return p.pid
 
 
+def _ours(path: Path, text: str = "x", append: bool = False) -> Path:
+    """A file written as pldrop writes one: recorded in its run folder's manifest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    record(path, append=append)
+    return path
+
+
 def _run_folder(path: Path, extra: dict[str, str] = ()) -> Path:
-    """A finished-looking pldrop run folder."""
-    (path / "checkpoints" / "step-0000010").mkdir(parents=True)
+    """A finished-looking pldrop run folder (what pldrop wrote recorded; ``extra``: the user's files)."""
+    path.mkdir(parents=True, exist_ok=True)
     mark_run_folder(path, "pldrop pretrain --out x")
-    for name in ("config.yaml", "pldrop.json", "metrics.jsonl", "summary.json", "CREDITS.md", "tokenizer.json",
-                 "model.safetensors", "config.json", LOCK):
-        (path / name).write_text("x")
-    (path / "checkpoints" / "latest.json").write_text("{}")
-    (path / "checkpoints" / "step-0000010" / "state.json").write_text("{}")
-    (path / "tb").mkdir()
-    (path / "tb" / "events.out.tfevents.1.host").write_text("x")
+    for name in ("config.yaml", "pldrop.json", "summary.json", "CREDITS.md", "tokenizer.json",
+                 "model.safetensors", "config.json", "val_loss.png", "checkpoints/latest.json",
+                 "checkpoints/step-0000010/state.json"):
+        _ours(path / name)
+    (path / LOCK).write_text("123\n")
+    _ours(path / "metrics.jsonl", '{"step": 1}\n', append=True)
+    _ours(path / "tb" / "events.out.tfevents.1.host", append=True)
     for name, text in dict(extra).items():
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_text(text)
     return path
+
+
+def _old_run(path: Path) -> Path:
+    out = _run_folder(path)
+    _ours(out / "summary.json", "old")
+    return out
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -210,12 +224,31 @@ def test_old_run_folders_without_marker_are_run_folders(tmp_path):
     assert not is_run_folder(tmp_path)
 
 
+@pytest.mark.parametrize("where", ["run", "arm"])
+def test_a_folder_without_a_manifest_is_never_replaced(tmp_path, where):
+    """pldrop before the manifest: its files cannot be told from the user's, so --overwrite refuses,
+    names the folder and says what to do; --resume still works."""
+    out = _run_folder(tmp_path / "cmp")
+    arm = _run_folder(out / "pld")
+    old = out if where == "run" else arm
+    os.remove(old / MANIFEST)
+    assert foreign_files(old)  # everything but the bookkeeping is foreign there
+    before = _snapshot(tmp_path)
+    with pytest.raises(UserError, match="kept no record") as e:
+        check_out(out, resume=False, overwrite=True)
+    assert str(old) in str(e.value) and "\n" not in str(e.value)
+    assert _snapshot(tmp_path) == before
+    check_out(out, resume=True, overwrite=False)
+    record(old / "config.yaml")  # a folder without a manifest stays without one
+    assert not (old / MANIFEST).exists()
+
+
 def test_compare_folder_with_arms(tmp_path):
     cmp = tmp_path / "cmp"
     cmp.mkdir()
     mark_run_folder(cmp, "pldrop compare")
     for f in ("compare.json", "report.md", "results.json", "val_loss.png", "val_accuracy.png", "speedup.png"):
-        (cmp / f).write_text("x")
+        _ours(cmp / f)
     _run_folder(cmp / "baseline")
     _run_folder(cmp / "pld")
     assert foreign_files(cmp) == []
@@ -226,12 +259,12 @@ def test_compare_folder_with_arms(tmp_path):
 
 
 def test_staged_commit_swaps_and_removes_only_the_old_run(tmp_path):
-    out = _run_folder(tmp_path / "run", {"summary.json": "old"})
+    out = _old_run(tmp_path / "run")
     st = staged(out)
     assert st.path.is_dir() and st.path.parent == tmp_path and st.path.name.startswith(".run.pldrop-new-")
     assert _snapshot(out)["summary.json"] == b"old"  # untouched until commit
     mark_run_folder(st.path, "new")
-    (st.path / "summary.json").write_text("new")
+    _ours(st.path / "summary.json", "new")
     st.commit()
     assert (out / "summary.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging, no old copy left
@@ -254,11 +287,13 @@ def test_staged_abort_and_context_manager(tmp_path):
     before = _snapshot(out)
     with pytest.raises(RuntimeError):
         with staged(out) as st:
-            (st.path / "summary.json").write_text("new")
+            mark_run_folder(st.path, "new")
+            _ours(st.path / "summary.json", "new")
             raise RuntimeError("the run failed")
     assert not st.path.exists() and _snapshot(out) == before
     with staged(out) as st:
-        (st.path / "summary.json").write_text("new")
+        mark_run_folder(st.path, "new")
+        _ours(st.path / "summary.json", "new")
     assert (out / "summary.json").read_text() == "new" and not st.path.exists()
 
 
@@ -272,15 +307,17 @@ def test_abort_keeps_a_staging_folder_with_foreign_files(tmp_path):
 
 KILLED = textwrap.dedent("""
     import os, signal, sys
-    from pldrop.train.rundir import staged
+    from pldrop.train.rundir import mark_run_folder, record, staged
     st = staged(sys.argv[1])
+    mark_run_folder(st.path, "new")
     (st.path / "summary.json").write_text("new")
+    record(st.path / "summary.json")
     os.kill(os.getpid(), signal.SIGKILL)
 """)
 
 
 def test_kill_9_before_commit_leaves_the_old_run_and_the_staging_is_collected(tmp_path):
-    out = _run_folder(tmp_path / "run", {"summary.json": "old"})
+    out = _old_run(tmp_path / "run")
     before = _snapshot(out)
     p = subprocess.Popen([sys.executable, "-c", KILLED, str(out)])
     assert p.wait() == -signal.SIGKILL
@@ -293,7 +330,7 @@ def test_kill_9_before_commit_leaves_the_old_run_and_the_staging_is_collected(tm
 
 
 def test_kill_between_the_two_renames_is_repaired(tmp_path):
-    out = _run_folder(tmp_path / "run", {"summary.json": "old"})
+    out = _old_run(tmp_path / "run")
     before = _snapshot(out)
     dead = _dead_pid()
     new = tmp_path / f".run.pldrop-new-{dead}"

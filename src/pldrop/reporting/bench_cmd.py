@@ -264,9 +264,14 @@ def load_now() -> float | None:
 
 
 def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a report file atomically, recorded in its folder's manifest."""
     from ..train.checkpoint import atomic_write_text
 
-    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+    atomic_write_text(path, text)
 
 
 def setup_threads(args) -> None:
@@ -320,7 +325,7 @@ def run_step(args) -> int:
     write_json(args.out / "bench_step.json", res)
     png = plot_step(sec, args.out / "bench_step.png")
     md = ["# pldrop bench step", "", "```", res["command"], "```", ""] + render_machine(res["machine"])
-    (args.out / "bench_step.md").write_text("\n".join(md + render_step(sec, png) + columns_md), encoding="utf-8")
+    write_text(args.out / "bench_step.md", "\n".join(md + render_step(sec, png) + columns_md))
     for preset, r in sec["presets"].items():
         row = r["rows"][-1]
         print(f"{preset}: θ={row['theta']:g} saves {100 * row['realised_saving']:.1f} % per sample "
@@ -381,7 +386,7 @@ def run_converge(args) -> int:
     md += render_converge(conv, plots["converge"])
     if abl:
         md += ["## Ablations", ""] + render_ablations(abl, plots["ablations"])
-    (args.out / "converge.md").write_text("\n".join(md), encoding="utf-8")
+    write_text(args.out / "converge.md", "\n".join(md))
     print_converge(conv)
     print(f"wrote {args.out / 'converge.json'}, converge.md and plots")
     return 0

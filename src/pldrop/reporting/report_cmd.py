@@ -25,6 +25,7 @@ from pathlib import Path
 from .bench_cmd import (
     add_common, add_step_args, add_train_args, base_config, canonical_command, execute_converge, load_now, machine,
     prepare_out, reexec_with_tcmalloc, scale_of, setup_threads, step_parts, step_settings, train_parts, write_json,
+    write_text,
 )
 
 # lr None: `pldrop evaluate`'s default, the grid of the model's width with the best dev run kept
@@ -174,7 +175,7 @@ def run(args) -> int:
     report["elapsed"] = {**elapsed, "total_min": sum(elapsed.values())}
     report["claims"] = build_claims(report)
     write_json(args.out / "report.json", report)
-    (args.out / "report.md").write_text(render_report(report), encoding="utf-8")
+    write_text(args.out / "report.md", render_report(report))
     print_claims(report["claims"])
     print(f"report: {args.out / 'report.md'}")
     return 0
@@ -192,7 +193,7 @@ def rerender(out: Path) -> int:
     report = json.loads(path.read_text(encoding="utf-8"))
     report["claims"] = build_claims(report)
     write_json(path, report)
-    (out / "report.md").write_text(render_report(report), encoding="utf-8")
+    write_text(out / "report.md", render_report(report))
     print_claims(report["claims"])
     print(f"report: {out / 'report.md'}")
     return 0

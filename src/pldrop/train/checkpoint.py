@@ -43,23 +43,32 @@ def _fsync_write(path: Path, text: str) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new content, never a mix."""
+    """Write ``text`` to ``path`` so readers see the old or the new content, never a mix; recorded in
+    the run folder's manifest (:func:`pldrop.train.rundir.record`)."""
+    from .rundir import record
+
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    record(tmp, temporary=True)
     _fsync_write(tmp, text)
     os.replace(tmp, path)
+    record(path)
 
 
 def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     state: dict[str, Any], keep: int = 2) -> Path:
     """Write a checkpoint for ``state['step']`` under ``root`` and point ``latest.json`` at it."""
-    from .rundir import collect_stale_tmp
+    from .rundir import collect_stale_tmp, record
 
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        record(root)
     collect_stale_tmp(root)  # half-written checkpoints of killed processes (disk full, kill -9)
     name = f"step-{int(state['step']):07d}"
     tmp = root / f".{name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
+    record(tmp, temporary=True)
     tmp.mkdir()
     # clone: tied weights (embeddings / decoder) share storage, which safetensors refuses
     tensors = {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
@@ -77,6 +86,8 @@ def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: torch.optim.O
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    for f in (*FILES, "state.json", MANIFEST):
+        record(final / f, sha256=sums.get(f))
     atomic_write_text(root / "latest.json", json.dumps({"checkpoint": name, "step": state["step"]}))
     old = sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step-") and p.name != name)
     for p in old[: max(0, len(old) - (keep - 1))]:
