@@ -23,12 +23,13 @@ TINY = FIXTURES / "tiny.txt"
 
 def _run_folder(path: Path, **extra: str) -> Path:
     """A finished-looking pldrop run folder."""
-    from pldrop.train.rundir import mark_run_folder
+    from pldrop.train.rundir import mark_run_folder, record
 
     path.mkdir(parents=True)
     mark_run_folder(path, "pldrop pretrain")
     for name in ("config.yaml", "pldrop.json", "metrics.jsonl", "summary.json", "CREDITS.md"):
         (path / name).write_text("{}\n")
+        record(path / name)  # as pldrop writes them
     for name, text in extra.items():
         (path / name).write_text(text)
     return path

@@ -20,8 +20,8 @@ def _plt():
     return plt
 
 
-def _save(fig, path: Path) -> None:
-    """Write a figure and record it in its run folder's manifest (the one place figures are saved)."""
+def _savefig(fig, path: Path) -> None:
+    """Write a figure and record it in its run folder's manifest (the one place figures are written)."""
     from ..train.rundir import record
 
     fig.savefig(path, dpi=100)
@@ -59,7 +59,7 @@ def plot_step(section: dict[str, Any], path: Path) -> str:
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    _save(fig, path)
+    _savefig(fig, path)
     plt.close(fig)
     return path.name
 
@@ -106,7 +106,7 @@ def _save(fig, plt, path: Path, title: str = "") -> str:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    _save(fig, path)
+    _savefig(fig, path)
     plt.close(fig)
     return path.name
 

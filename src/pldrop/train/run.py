@@ -586,10 +586,15 @@ class PretrainRun:
         return summary
 
     def close(self) -> None:
-        if self.metrics_file is not None:
-            self.record_logs()
+        logs = self.metrics_file is not None
         for name in ("bar", "metrics_file", "writer"):
             obj = getattr(self, name)
             if obj is not None:
                 obj.close()
                 setattr(self, name, None)
+        if logs:  # closed: from here on any change to them is someone else's (a resume records them again)
+            from .rundir import record
+
+            for path in [self.out / "metrics.jsonl", *getattr(self, "event_files", ())]:
+                if path.is_file():
+                    record(path)
