@@ -70,6 +70,21 @@ def _corpus_folder_run(w: Path) -> str:
     return str(d)
 
 
+def _unrecorded(w: Path) -> str:
+    run = _run_folder(w / "old")
+    (run / ".pldrop-files.jsonl").unlink()
+    return str(run)
+
+
+def _linked(w: Path, name: str) -> str:
+    """A run folder whose lock or marker is a link to a user's file."""
+    run = _run_folder(w / "run")
+    (w / "important.txt").write_text("precious\n")
+    (run / name).unlink(missing_ok=True)
+    (run / name).symlink_to(w / "important.txt")
+    return str(run)
+
+
 P = ["pretrain", "--preset", "tiny", "--max-steps", "1", "--no-progress"]
 C = ["compare", "--preset", "tiny", "--max-steps", "1", "--no-progress"]
 
@@ -104,6 +119,15 @@ ROWS = [
      "corpus path not found"),
     ("existing run without a flag", lambda w: P + ["--corpus", str(TINY), "--out", str(_run_folder(w / "run"))],
      "--resume to continue it or --overwrite"),
+    # issue 23: what pldrop wrote is what its manifest records, whatever the names; links are never followed
+    ("overwrite: a user's picture named like a plot",
+     lambda w: P + ["--corpus", str(TINY), "--out", str(_run_folder(w / "run", **{"val_loss_mine.png": "x"})),
+                    "--overwrite"], "val_loss_mine.png"),
+    ("overwrite: a run folder without a manifest (an older pldrop)",
+     lambda w: P + ["--corpus", str(TINY), "--out", _unrecorded(w), "--overwrite"], "kept no record"),
+    ("resume: the lock is a link", lambda w: P + ["--out", _linked(w, ".pldrop.lock"), "--resume"], "symbolic link"),
+    ("overwrite: the marker is a link",
+     lambda w: P + ["--corpus", str(TINY), "--out", _linked(w, ".pldrop-run"), "--overwrite"], "symbolic link"),
     ("resume and overwrite",
      lambda w: P + ["--corpus", str(TINY), "--out", str(_run_folder(w / "run")), "--resume", "--overwrite"],
      "exclude each other"),

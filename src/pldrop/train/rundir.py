@@ -227,7 +227,7 @@ def _as_recorded(path: Path, e: dict | None) -> bool:
 
 
 def unrecorded_run_folders(folder: Path) -> list[Path]:
-    """``folder`` and the run folders inside it that keep no manifest (made by pldrop before 0.3)."""
+    """``folder`` and the run folders inside it that keep no manifest (made before pldrop kept one)."""
     folder = Path(folder)
     found = [folder] if not os.path.lexists(folder / MANIFEST) else []
     for sub in sorted(folder.rglob(MARKER)):
