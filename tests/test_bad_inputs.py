@@ -23,12 +23,13 @@ TINY = FIXTURES / "tiny.txt"
 
 def _run_folder(path: Path, **extra: str) -> Path:
     """A finished-looking pldrop run folder."""
-    from pldrop.train.rundir import mark_run_folder
+    from pldrop.train.rundir import mark_run_folder, record
 
     path.mkdir(parents=True)
     mark_run_folder(path, "pldrop pretrain")
     for name in ("config.yaml", "pldrop.json", "metrics.jsonl", "summary.json", "CREDITS.md"):
         (path / name).write_text("{}\n")
+        record(path / name)  # as pldrop writes them
     for name, text in extra.items():
         (path / name).write_text(text)
     return path
@@ -88,20 +89,38 @@ def _odd_config(w: Path) -> str:
     (w / "odd" / "config.json").write_text('{"model_type": "no-such-family"}')
     (w / "odd" / "model.safetensors").write_bytes(b"x")
     return str(w / "odd")
+
+
 BENCH_FILES = {"step": ("bench_step.json", "bench_step.md"), "converge": ("converge.json", "converge.md"),
                "report": ("report.json", "report.md"), "compare": ("compare.json", "results.json", "report.md")}
 
 
 def _bench(w: Path, name: str, kind: str) -> str:
     """A finished-looking folder of `pldrop bench step|converge`, `pldrop report` or `pldrop compare`."""
-    from pldrop.train.rundir import mark_run_folder
+    from pldrop.train.rundir import mark_run_folder, record
 
     path = w / name
     path.mkdir()
     mark_run_folder(path, f"pldrop {kind}")
     for f in BENCH_FILES[kind]:
         (path / f).write_text('{"old": "results"}\n')
+        record(path / f)
     return str(path)
+
+
+def _unrecorded(w: Path) -> str:
+    run = _run_folder(w / "old")
+    (run / ".pldrop-files.jsonl").unlink()
+    return str(run)
+
+
+def _linked(w: Path, name: str) -> str:
+    """A run folder whose lock or marker is a link to a user's file."""
+    run = _run_folder(w / "run")
+    (w / "important.txt").write_text("precious\n")
+    (run / name).unlink(missing_ok=True)
+    (run / name).symlink_to(w / "important.txt")
+    return str(run)
 
 
 P = ["pretrain", "--preset", "tiny", "--max-steps", "1", "--no-progress"]
@@ -141,6 +160,15 @@ ROWS = [
      "corpus path not found"),
     ("existing run without a flag", lambda w: P + ["--corpus", str(TINY), "--out", str(_run_folder(w / "run"))],
      "--resume to continue it or --overwrite"),
+    # issue 23: what pldrop wrote is what its manifest records, whatever the names; links are never followed
+    ("overwrite: a user's picture named like a plot",
+     lambda w: P + ["--corpus", str(TINY), "--out", str(_run_folder(w / "run", **{"val_loss_mine.png": "x"})),
+                    "--overwrite"], "val_loss_mine.png"),
+    ("overwrite: a run folder without a manifest (an older pldrop)",
+     lambda w: P + ["--corpus", str(TINY), "--out", _unrecorded(w), "--overwrite"], "kept no record"),
+    ("resume: the lock is a link", lambda w: P + ["--out", _linked(w, ".pldrop.lock"), "--resume"], "symbolic link"),
+    ("overwrite: the marker is a link",
+     lambda w: P + ["--corpus", str(TINY), "--out", _linked(w, ".pldrop-run"), "--overwrite"], "symbolic link"),
     ("resume and overwrite",
      lambda w: P + ["--corpus", str(TINY), "--out", str(_run_folder(w / "run")), "--resume", "--overwrite"],
      "exclude each other"),

@@ -8,13 +8,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from pldrop.errors import UserError
-from pldrop.train.rundir import (LOCK, MARKER, RunLock, check_out, collect_stale_tmp, foreign_files,
-                                 is_run_folder, mark_run_folder, restore_swapped, staged)
+from pldrop.train.rundir import (LOCK, MANIFEST, MARKER, RunLock, check_out, collect_stale_tmp, foreign_files,
+                                 is_run_folder, mark_run_folder, record, restore_swapped, staged)
 
 ROOT_IGNORES_CHMOD = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
@@ -25,21 +26,35 @@ def _dead_pid() -> int:
     return p.pid
 
 
+def _ours(path: Path, text: str = "x", append: bool = False) -> Path:
+    """A file written as pldrop writes one: recorded in its run folder's manifest."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    record(path, append=append)
+    return path
+
+
 def _run_folder(path: Path, extra: dict[str, str] = ()) -> Path:
-    """A finished-looking pldrop run folder."""
-    (path / "checkpoints" / "step-0000010").mkdir(parents=True)
+    """A finished-looking pldrop run folder (what pldrop wrote recorded; ``extra``: the user's files)."""
+    path.mkdir(parents=True, exist_ok=True)
     mark_run_folder(path, "pldrop pretrain --out x")
-    for name in ("config.yaml", "pldrop.json", "metrics.jsonl", "summary.json", "CREDITS.md", "tokenizer.json",
-                 "model.safetensors", "config.json", LOCK):
-        (path / name).write_text("x")
-    (path / "checkpoints" / "latest.json").write_text("{}")
-    (path / "checkpoints" / "step-0000010" / "state.json").write_text("{}")
-    (path / "tb").mkdir()
-    (path / "tb" / "events.out.tfevents.1.host").write_text("x")
+    for name in ("config.yaml", "pldrop.json", "summary.json", "CREDITS.md", "tokenizer.json",
+                 "model.safetensors", "config.json", "val_loss.png", "checkpoints/latest.json",
+                 "checkpoints/step-0000010/state.json"):
+        _ours(path / name)
+    (path / LOCK).write_text("123\n")
+    _ours(path / "metrics.jsonl", '{"step": 1}\n', append=True)
+    _ours(path / "tb" / "events.out.tfevents.1.host", append=True)
     for name, text in dict(extra).items():
         (path / name).parent.mkdir(parents=True, exist_ok=True)
         (path / name).write_text(text)
     return path
+
+
+def _old_run(path: Path) -> Path:
+    out = _run_folder(path)
+    _ours(out / "summary.json", "old")
+    return out
 
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
@@ -210,12 +225,31 @@ def test_old_run_folders_without_marker_are_run_folders(tmp_path):
     assert not is_run_folder(tmp_path)
 
 
+@pytest.mark.parametrize("where", ["run", "arm"])
+def test_a_folder_without_a_manifest_is_never_replaced(tmp_path, where):
+    """pldrop before the manifest: its files cannot be told from the user's, so --overwrite refuses,
+    names the folder and says what to do; --resume still works."""
+    out = _run_folder(tmp_path / "cmp")
+    arm = _run_folder(out / "pld")
+    old = out if where == "run" else arm
+    os.remove(old / MANIFEST)
+    assert foreign_files(old)  # everything but the bookkeeping is foreign there
+    before = _snapshot(tmp_path)
+    with pytest.raises(UserError, match="kept no record") as e:
+        check_out(out, resume=False, overwrite=True)
+    assert str(old) in str(e.value) and "\n" not in str(e.value)
+    assert _snapshot(tmp_path) == before
+    check_out(out, resume=True, overwrite=False)
+    record(old / "config.yaml")  # a folder without a manifest stays without one
+    assert not (old / MANIFEST).exists()
+
+
 def test_compare_folder_with_arms(tmp_path):
     cmp = tmp_path / "cmp"
     cmp.mkdir()
     mark_run_folder(cmp, "pldrop compare")
     for f in ("compare.json", "report.md", "results.json", "val_loss.png", "val_accuracy.png", "speedup.png"):
-        (cmp / f).write_text("x")
+        _ours(cmp / f)
     _run_folder(cmp / "baseline")
     _run_folder(cmp / "pld")
     assert foreign_files(cmp) == []
@@ -226,12 +260,12 @@ def test_compare_folder_with_arms(tmp_path):
 
 
 def test_staged_commit_swaps_and_removes_only_the_old_run(tmp_path):
-    out = _run_folder(tmp_path / "run", {"summary.json": "old"})
+    out = _old_run(tmp_path / "run")
     st = staged(out)
     assert st.path.is_dir() and st.path.parent == tmp_path and st.path.name.startswith(".run.pldrop-new-")
     assert _snapshot(out)["summary.json"] == b"old"  # untouched until commit
     mark_run_folder(st.path, "new")
-    (st.path / "summary.json").write_text("new")
+    _ours(st.path / "summary.json", "new")
     st.commit()
     assert (out / "summary.json").read_text() == "new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # no staging, no old copy left
@@ -254,11 +288,13 @@ def test_staged_abort_and_context_manager(tmp_path):
     before = _snapshot(out)
     with pytest.raises(RuntimeError):
         with staged(out) as st:
-            (st.path / "summary.json").write_text("new")
+            mark_run_folder(st.path, "new")
+            _ours(st.path / "summary.json", "new")
             raise RuntimeError("the run failed")
     assert not st.path.exists() and _snapshot(out) == before
     with staged(out) as st:
-        (st.path / "summary.json").write_text("new")
+        mark_run_folder(st.path, "new")
+        _ours(st.path / "summary.json", "new")
     assert (out / "summary.json").read_text() == "new" and not st.path.exists()
 
 
@@ -272,15 +308,17 @@ def test_abort_keeps_a_staging_folder_with_foreign_files(tmp_path):
 
 KILLED = textwrap.dedent("""
     import os, signal, sys
-    from pldrop.train.rundir import staged
+    from pldrop.train.rundir import mark_run_folder, record, staged
     st = staged(sys.argv[1])
+    mark_run_folder(st.path, "new")
     (st.path / "summary.json").write_text("new")
+    record(st.path / "summary.json")
     os.kill(os.getpid(), signal.SIGKILL)
 """)
 
 
 def test_kill_9_before_commit_leaves_the_old_run_and_the_staging_is_collected(tmp_path):
-    out = _run_folder(tmp_path / "run", {"summary.json": "old"})
+    out = _old_run(tmp_path / "run")
     before = _snapshot(out)
     p = subprocess.Popen([sys.executable, "-c", KILLED, str(out)])
     assert p.wait() == -signal.SIGKILL
@@ -293,7 +331,7 @@ def test_kill_9_before_commit_leaves_the_old_run_and_the_staging_is_collected(tm
 
 
 def test_kill_between_the_two_renames_is_repaired(tmp_path):
-    out = _run_folder(tmp_path / "run", {"summary.json": "old"})
+    out = _old_run(tmp_path / "run")
     before = _snapshot(out)
     dead = _dead_pid()
     new = tmp_path / f".run.pldrop-new-{dead}"
@@ -402,3 +440,175 @@ def test_run_lock_create_claims_a_new_folder(tmp_path):
         with RunLock(out, create=True):  # a second one, started at the same moment, must not join it
             pass
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
+
+
+# --- end to end: the CLI on the tiny preset (issue 23) -------------------------------------------
+
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "corpus" / "tiny.txt"
+TINY = ["--corpus", str(CORPUS), "--preset", "tiny", "--eval-every", "2", "--no-progress", "data.vocab_size=400"]
+
+
+def _cli(*argv, cache=None, check=None):
+    env = {**os.environ, "PLDROP_CACHE": str(cache)} if cache else None
+    p = subprocess.run([sys.executable, "-m", "pldrop", *map(str, argv)], capture_output=True, text=True, env=env,
+                       timeout=600)
+    if check is not None:
+        assert p.returncode == check, p.stderr[-2000:]
+    return p
+
+
+@pytest.fixture(scope="module")
+def finished_compare(tmp_path_factory):
+    """A finished tiny comparison (two arms), copied by each test that changes it."""
+    root = tmp_path_factory.mktemp("cmp")
+    _cli("compare", *TINY, "--max-steps", "4", "--arms", "preln", "pld", "--out", root / "z", cache=root / "cache",
+         check=0)
+    return root
+
+
+# (id, what the user does to the finished comparison z, the file the refusal names)
+USER_FILES = [
+    ("a user's file named like a plot", lambda z: (z / "val_loss_zoomed_by_me.png").write_bytes(
+        (z / "val_loss.png").read_bytes()), "val_loss_zoomed_by_me.png"),
+    ("a user's file in a checkpoint folder", lambda z: (z / "pld" / "checkpoints" / "step-0000004" / "notes.txt")
+     .write_text("mine"), "notes.txt"),
+    ("a plot the user edited", lambda z: (z / "val_loss.png").write_bytes(b"my own picture"), "val_loss.png"),
+    ("metrics.jsonl the user edited", lambda z: (z / "pld" / "metrics.jsonl").write_text('{"step": 1}\n'),
+     "metrics.jsonl"),
+    ("a line the user appended to metrics.jsonl", lambda z: open(z / "preln" / "metrics.jsonl", "a").write("x\n"),
+     "metrics.jsonl"),
+    ("an empty folder of the user's", lambda z: (z / "pld" / "mine").mkdir(), "mine"),
+]
+
+
+@pytest.mark.parametrize("change,name", [u[1:] for u in USER_FILES], ids=[u[0] for u in USER_FILES])
+def test_overwrite_keeps_every_file_pldrop_did_not_write(finished_compare, tmp_path, change, name):
+    """Issue 23 item 1: --overwrite decided by name patterns and deleted a user's val_loss_*.png or a file
+    put in checkpoints/step-N/; now only what the manifests record, unchanged, is pldrop's."""
+    import shutil
+
+    z = tmp_path / "z"
+    shutil.copytree(finished_compare / "z", z, symlinks=True)
+    assert foreign_files(z) == []
+    change(z)
+    before = _snapshot(tmp_path)
+    p = _cli("compare", *TINY, "--max-steps", "4", "--arms", "preln", "pld", "--out", z, "--overwrite",
+             cache=finished_compare / "cache", check=2)
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and name in err and "did not write" in err, err
+    assert _snapshot(tmp_path) == before
+
+
+def test_overwrite_replaces_a_finished_comparison(finished_compare, tmp_path):
+    import shutil
+
+    z = tmp_path / "z"
+    shutil.copytree(finished_compare / "z", z, symlinks=True)
+    _cli("compare", *TINY, "--max-steps", "2", "--arms", "preln", "pld", "--out", z, "--overwrite",
+         cache=finished_compare / "cache", check=0)
+    assert json.loads((z / "pld" / "summary.json").read_text())["steps"] == 2
+    assert foreign_files(z) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["z"]
+
+
+@pytest.mark.parametrize("command", ["pretrain", "compare"])
+def test_sigterm_during_overwrite_then_overwrite_then_resume(finished_compare, tmp_path, command):
+    """Issue 23 item 2: the staging folder of an --overwrite stopped by SIGTERM was deleted by the next
+    --overwrite, and its advice (--resume --out .r.pldrop-new-PID) finished the run in a hidden folder.
+    Now the staged run is kept, the next --overwrite refuses, and --resume --out r finishes the swap."""
+    cache = finished_compare / "cache"
+    r = tmp_path / "r"
+    arms = ["--arms", "preln", "pld"] if command == "compare" else []
+    _cli(command, *TINY, *arms, "--max-steps", "2", "--out", r, cache=cache, check=0)
+    old = _snapshot(r)
+    # never finishes by itself: SIGTERM once the new run has saved a checkpoint
+    long = [command, *TINY, *arms, "--max-steps", "100000", "--save-every", "1", "--out", r, "--overwrite"]
+    arm = "pld/" if command == "compare" else ""
+    p = subprocess.Popen([sys.executable, "-m", "pldrop", *map(str, long)], stderr=subprocess.PIPE, text=True,
+                         env={**os.environ, "PLDROP_CACHE": str(cache)})
+    ready = tmp_path / f".r.pldrop-new-{p.pid}" / f"{arm}checkpoints" / "latest.json"  # a file the run writes
+    while not ready.exists():
+        assert p.poll() is None, p.stderr.read()[-2000:]
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == 143, err
+    staging = tmp_path / f".r.pldrop-new-{p.pid}"
+    assert f"--resume --out {r}" in err and str(staging) in err and len(err.strip().splitlines()) == 1, err
+    assert _snapshot(r) == old and staging.is_dir()
+    # the next --overwrite (or a new run of r) keeps the interrupted one and says how to go on
+    again = _cli(command, *TINY, *arms, "--max-steps", "2", "--out", r, "--overwrite", cache=cache, check=2)
+    assert "--resume --out" in again.stderr and str(staging) in again.stderr and staging.is_dir(), again.stderr
+    # following the message's advice finishes the new run and swaps it into r
+    _cli(command, "--resume", "--out", r, "--max-steps", "3", "--no-progress", cache=cache, check=0)
+    assert sorted(e.name for e in tmp_path.iterdir()) == ["r"]
+    summary = json.loads((r / f"{arm}summary.json").read_text())
+    assert summary["steps"] == 3 and foreign_files(r) == []
+    assert "max_steps" in (r / f"{arm}config.yaml").read_text()
+
+
+def test_a_staging_folder_a_live_process_holds_is_not_collected(tmp_path):
+    """The lock decides, not the PID in the name: a process resuming '.r.pldrop-new-<dead PID>' keeps it."""
+    out = _run_folder(tmp_path / "r")
+    held = tmp_path / f".r.pldrop-new-{_dead_pid()}"
+    held.mkdir()
+    mark_run_folder(held, "pldrop pretrain --overwrite")
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(held)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        st = staged(out)  # an --overwrite of r collects dead processes' staging folders...
+        assert held.is_dir()  # ...but not one a live process holds
+        st.abort()
+    finally:
+        p.kill()
+        p.wait()
+    st = staged(out)  # released: nothing of the user's, no checkpoint -> collected
+    assert not held.exists()
+    st.abort()
+
+
+@pytest.mark.parametrize("name", [LOCK, MARKER, MANIFEST])
+@pytest.mark.parametrize("command", ["report-only", "resume", "overwrite"])
+def test_linked_lock_marker_or_manifest_is_refused_target_untouched(finished_compare, tmp_path, name, command):
+    """Issue 23 item 4: the lock followed a symlink and wrote a PID into its target."""
+    import shutil
+
+    z = tmp_path / "z"
+    shutil.copytree(finished_compare / "z", z, symlinks=True)
+    important = tmp_path / "important.txt"
+    important.write_text("precious\n")
+    (z / name).unlink(missing_ok=True)
+    (z / name).symlink_to(important)
+    argv = {"report-only": ["compare", "--report-only", "--out", z],
+            "resume": ["compare", "--resume", "--out", z, "--no-progress"],
+            "overwrite": ["compare", *TINY, "--max-steps", "2", "--arms", "preln", "pld", "--out", z, "--overwrite"]}
+    p = _cli(*argv[command], cache=finished_compare / "cache", check=2)
+    err = p.stderr.strip()
+    assert len(err.splitlines()) == 1 and "link" in err, err
+    assert important.read_text() == "precious\n" and (z / name).is_symlink()
+
+
+def test_open_own_refuses_links_and_other_files(tmp_path):
+    from pldrop.train.rundir import open_own
+
+    (tmp_path / "target").write_text("keep")
+    (tmp_path / "link").symlink_to(tmp_path / "target")
+    os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "dir").mkdir()
+    for name, words in (("link", "symbolic link"), ("fifo", "not a regular file"), ("dir", "not a regular file")):
+        with pytest.raises(UserError, match=words):
+            open_own(tmp_path / name, os.O_RDWR | os.O_CREAT)
+    assert (tmp_path / "target").read_text() == "keep"
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / MARKER).symlink_to(tmp_path / "target")
+    with pytest.raises(UserError, match="symbolic link"):
+        mark_run_folder(tmp_path / "m", "x")
+    assert (tmp_path / "target").read_text() == "keep"
+
+
+def test_manifest_survives_a_cut_last_line(tmp_path):
+    """A kill in the middle of an append leaves a damaged last line: it is ignored, later lines count."""
+    out = _run_folder(tmp_path / "run")
+    with open(out / MANIFEST, "a") as f:
+        f.write('{"path": "summary.json", "si')  # cut short
+    _ours(out / "late.txt")
+    assert foreign_files(out) == []

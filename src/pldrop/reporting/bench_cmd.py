@@ -377,13 +377,11 @@ def load_now() -> float | None:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    from ..train.checkpoint import atomic_write_text
-
-    atomic_write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+    write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
 
 
 def write_text(path: Path, text: str) -> None:
-    """A Markdown file of a bench or report folder (through the shared writer, like :func:`write_json`)."""
+    """Write a report file atomically, recorded in its folder's manifest."""
     from ..train.checkpoint import atomic_write_text
 
     atomic_write_text(path, text)

@@ -524,7 +524,9 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
     results = _finite({"arms": arms, "baseline": baseline, "settings": settings_by_arm, "meta": meta,
                        "analysis": an, "plots": plots})
     results["summary_lines"] = summary_lines(results)
-    (out / "results.json").write_text(json.dumps(results, indent=1, ensure_ascii=False), encoding="utf-8")
-    (out / "report.md").write_text(render_compare(results), encoding="utf-8")
+    from ..train.checkpoint import atomic_write_text
+
+    atomic_write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))
+    atomic_write_text(out / "report.md", render_compare(results))
     return results
 

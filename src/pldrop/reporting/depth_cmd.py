@@ -86,6 +86,7 @@ def run(args) -> int:
     from ..tasks.cli_evaluate import model_names
     from ..train.depth import depth_section, validation_for
     from ..train.rundir import check_out, mark_run_folder, staged
+    from .bench_cmd import write_json, write_text
     from ..train.trained import check_model_folder, load_trained, pld_keep_probs
     from .plots import plot_depth
 
@@ -130,13 +131,12 @@ def run(args) -> int:
     table = format_depth(section)
     out = Path(args.out)
     with staged(out) as st:
-        (st.path / "depth.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
-        (st.path / "depth.md").write_text(f"# Depth on demand\n\nStrategy `{args.strategy}`, no fine-tuning; time "
-                                          f"per sequence as a ratio to full depth ({section['timing']['rounds']} "
-                                          f"interleaved rounds, medians, {device.type}).\n\n{table}\n",
-                                          encoding="utf-8")
-        plot_depth(section, st.path / "depth.png")
         mark_run_folder(st.path, "pldrop evaluate-depth")
+        write_json(st.path / "depth.json", result)
+        write_text(st.path / "depth.md", f"# Depth on demand\n\nStrategy `{args.strategy}`, no fine-tuning; time "
+                                        f"per sequence as a ratio to full depth ({section['timing']['rounds']} "
+                                        f"interleaved rounds, medians, {device.type}).\n\n{table}\n")
+        plot_depth(section, st.path / "depth.png")
     print(table)
     print(f"depth.json, depth.md and depth.png in {out}")
     return 0

@@ -166,7 +166,10 @@ def run_downstream(runner: Runner, converge: dict[str, Any], settings: Downstrea
     if resume and out.is_dir() and any(out.iterdir()):
         argv.append("--resume")
     log(f"downstream: pldrop {' '.join(argv)}")
-    rc = main(argv)
+    from ..train.rundir import recording
+
+    with recording(out, recursive=True):  # what `pldrop evaluate` writes is pldrop's, in the report's manifest
+        rc = main(argv)
     if rc != 0:
         raise UserError(f"downstream: `pldrop evaluate` ended with exit code {rc}; see its message above")
     section = {"settings": asdict(s), "command": "pldrop " + " ".join(argv), "models": models}

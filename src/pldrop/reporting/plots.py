@@ -20,6 +20,14 @@ def _plt():
     return plt
 
 
+def _savefig(fig, path: Path) -> None:
+    """Write a figure and record it in its run folder's manifest (the one place figures are written)."""
+    from ..train.rundir import record
+
+    fig.savefig(path, dpi=100)
+    record(path)
+
+
 def plot_step(section: dict[str, Any], path: Path) -> str:
     """Time per sample against θ (measured and predicted) and realised against predicted saving."""
     plt = _plt()
@@ -51,7 +59,7 @@ def plot_step(section: dict[str, Any], path: Path) -> str:
     ax2.grid(alpha=0.3)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _savefig(fig, path)
     plt.close(fig)
     return path.name
 
@@ -98,7 +106,7 @@ def _save(fig, plt, path: Path, title: str = "") -> str:
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _savefig(fig, path)
     plt.close(fig)
     return path.name
 

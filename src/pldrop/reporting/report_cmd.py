@@ -204,7 +204,7 @@ def rerender(out: Path) -> int:
     report = json.loads(path.read_text(encoding="utf-8"))
     report["claims"] = build_claims(report)
     write_json(path, report)
-    (out / "report.md").write_text(render_report(report), encoding="utf-8")
+    write_text(out / "report.md", render_report(report))
     print_claims(report["claims"])
     print(f"report: {out / 'report.md'}")
     return 0

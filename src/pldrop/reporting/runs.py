@@ -171,7 +171,9 @@ class Runner:
             except UserError as e:
                 if not str(e).startswith("the loss became"):
                     raise
-                (folder / "diverged.json").write_text(json.dumps({"error": str(e)}))
+                from ..train.checkpoint import atomic_write_text
+
+                atomic_write_text(folder / "diverged.json", json.dumps({"error": str(e)}))
                 self.log(f"{spec.key}: diverged ({e})")
             for sub in ("checkpoints", "tb"):  # nothing resumes mid-run here: keep the folder small
                 shutil.rmtree(folder / sub, ignore_errors=True)
@@ -216,7 +218,9 @@ class Runner:
                 for key, run in runs.items():
                     if run.diverged is not None:
                         run.close()
-                        (run.out / "diverged.json").write_text(json.dumps({"error": run.diverged}))
+                        from ..train.checkpoint import atomic_write_text
+
+                        atomic_write_text(run.out / "diverged.json", json.dumps({"error": run.diverged}))
                         self.log(f"{key}: diverged ({run.diverged})")
                     else:
                         run.finish()

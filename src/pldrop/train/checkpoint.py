@@ -44,10 +44,16 @@ def _fsync_write(path: Path, text: str) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so readers see the old or the new content, never a mix."""
+    """Write ``text`` to ``path`` so readers see the old or the new content, never a mix; recorded in
+    the run folder's manifest (:func:`pldrop.train.rundir.record`)."""
+    from .rundir import record
+
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    record(tmp, temporary=True)
     _fsync_write(tmp, text)
     os.replace(tmp, path)
+    record(path)
 
 
 def write_error(e: BaseException, where: Path) -> OSError:
@@ -91,14 +97,17 @@ def _written(write: Callable[[], Any], path: Path) -> None:
 def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     state: dict[str, Any], keep: int = 2) -> Path:
     """Write a checkpoint for ``state['step']`` under ``root`` and point ``latest.json`` at it."""
-    from .rundir import collect_stale_tmp
+    from .rundir import collect_stale_tmp, record
 
-    root.mkdir(parents=True, exist_ok=True)
+    if not root.is_dir():
+        root.mkdir(parents=True, exist_ok=True)
+        record(root)
     collect_stale_tmp(root)  # half-written checkpoints of killed processes (disk full, kill -9)
     name = f"step-{int(state['step']):07d}"
     tmp = root / f".{name}.tmp-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
+    record(tmp, temporary=True)
     tmp.mkdir()
     try:  # a failure (a full disk) leaves no temporary folder behind, and the earlier checkpoints as they were
         # clone: tied weights (embeddings / decoder) share storage, which safetensors refuses
@@ -117,6 +126,8 @@ def save_checkpoint(root: Path, model: torch.nn.Module, optimizer: torch.optim.O
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        for f in (*FILES, "state.json", MANIFEST):
+            record(final / f, sha256=sums.get(f))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

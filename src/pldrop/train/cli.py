@@ -114,7 +114,10 @@ def run(args) -> int:
     if args.resume and args.overwrite:  # before reading anything in --out
         raise UserError("--resume and --overwrite exclude each other")
     if args.resume:
-        saved = args.out / "config.yaml"
+        from .rundir import resume_folder, staging_target
+
+        args.out = staging_target(args.out)  # the hidden staging folder of an interrupted --overwrite: its run
+        saved = resume_folder(args.out) / "config.yaml"  # that run's interrupted replacement, if there is one
         if not saved.is_file():
             raise UserError(f"--resume: {str(args.out)!r} holds no config.yaml (not a pldrop run folder)")
         try:

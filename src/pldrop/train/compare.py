@@ -122,10 +122,12 @@ def run(args) -> int:
 
     from ..errors import UserError
     from .lockstep import train_lockstep
-    from .loop import Interrupted, StopSignal, input_paths, report_interrupt
-    from .rundir import RunLock, check_out, staged
+    from .loop import Interrupted, StopSignal, input_paths, report_interrupt, staged_interrupt_message
+    from .rundir import RunLock, check_out, resume_folder, resume_staged, staged, staging_target
     from .run import PretrainRun
 
+    if args.resume:
+        args.out = staging_target(args.out)  # the hidden staging folder of an interrupted --overwrite: its run
     out: Path = args.out
     if args.merge:
         from .merge import merge
@@ -141,13 +143,14 @@ def run(args) -> int:
     arms = args.arms or DEFAULT_ARMS
     seeds = list(range(args.seed or 0, (args.seed or 0) + (args.seeds or 1)))
     if args.resume:
-        saved = _read_compare_file(out)
+        src = resume_folder(out)  # out, or its interrupted replacement (an --overwrite stopped mid-way)
+        saved = _read_compare_file(src)
         if args.arms and args.arms != saved["arms"]:
             raise UserError(f"--resume: {str(out)!r} compares {' '.join(saved['arms'])}, not {' '.join(args.arms)}")
         if (args.seeds is not None or args.seed is not None) and seeds != saved["seeds"]:
             raise UserError(f"--resume: {str(out)!r} was run with seeds {saved['seeds']}, not {seeds}")
         arms, seeds = saved["arms"], saved["seeds"]
-        base = _saved_configs(out, arms, seeds)
+        base = _saved_configs(src, arms, seeds)
     cfgs = run_configs(args, arms, seeds, base)
     if len({c.optim.batch_size * c.optim.grad_accum for c in cfgs.values()}) > 1:
         raise UserError("the arms must share one batch size, so they are validated at the same sample counts")
@@ -163,6 +166,8 @@ def run(args) -> int:
         with contextlib.ExitStack() as locks:
             if (args.resume or args.overwrite) and out.is_dir():  # one process per folder
                 locks.enter_context(RunLock(out))
+            if args.resume:  # an interrupted --overwrite of out continues, and replaces out at the end
+                stage = resume_staged(out)
             if args.overwrite and out.exists():
                 stage = staged(out)
             work = stage.path if stage is not None else out
@@ -196,7 +201,7 @@ def run(args) -> int:
                 for r in runs.values():
                     r.save()
                 raise Interrupted(stop.name, f"every arm saved a checkpoint; continue with "
-                                             f"pldrop compare --resume --out {work}")
+                                             f"pldrop compare --resume --out {out}")
             summaries = {arm: r.finish() for arm, r in runs.items()}
             meta = {"command": command_line(), "machine": _machine(), "load_start": load_start, "load_end": _loadavg(),
                     "protocol": "lockstep: all arms in one process, one optimizer step at a time, the arm with the "
@@ -208,10 +213,9 @@ def run(args) -> int:
                 stage = None
     except Interrupted as e:
         if stage is not None:
-            if stop.immediate:  # nothing trained yet: the staging folder goes
-                stage.abort()
-            else:
-                e.args = (f"{e.args[0]}; the old comparison in {str(out)!r} is untouched",)
+            steps = ", ".join(f"{name} step {r.step_count}" for name, r in runs.items())
+            e.args = (staged_interrupt_message(e, stage, out, steps, "comparison"),)
+            stage.abort()  # keeps a staged comparison with checkpoints: --resume --out out continues it
             stage = None
         return report_interrupt("compare", e)
     finally:

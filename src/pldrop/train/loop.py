@@ -84,9 +84,9 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
         allow_data_change: on resume, accept a changed corpus.
         config_file: the YAML file the config came from (checked not to live inside ``out``).
     """
-    from .rundir import RunLock, check_out, staged
+    from .rundir import RunLock, check_out, resume_staged, staged, staging_target
 
-    out = Path(out)
+    out = staging_target(Path(out)) if resume else Path(out)  # --resume --out .r.pldrop-new-PID: the run r
     stop = StopSignal(immediate=True)
     run = None
     stage = None
@@ -94,11 +94,15 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
         inputs = input_paths(cfg) + ([Path(config_file)] if config_file else [])
         check_out(out, resume=resume, overwrite=overwrite, inputs=inputs)
         main = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes: it alone locks and stages
+        if resume:
+            _no_staged_resume_under_torchrun(out)
         with contextlib.ExitStack() as locks:
             # two processes must not write one folder: an existing one is locked now (resume,
             # overwrite), a new one is created under its lock right before its first file
             if main and (resume or overwrite) and out.is_dir():
                 locks.enter_context(RunLock(out))
+            if resume and main:  # an interrupted --overwrite run of out continues, and replaces out at the end
+                stage = resume_staged(out)
             if overwrite and out.exists() and main:
                 stage = staged(out)
             work = stage.path if stage is not None else out
@@ -124,11 +128,8 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
         return summary
     except Interrupted as e:
         if stage is not None:
-            if stop.immediate:  # nothing written yet
-                stage.abort()
-            else:
-                e.args = (f"{e.args[0]}; the old run in {str(out)!r} is untouched, the new one is in "
-                          f"{str(stage.path)!r}",)
+            e.args = (staged_interrupt_message(e, stage, out, f"step {run.step_count if run is not None else 0}"),)
+            stage.abort()  # keeps a staged run with a checkpoint: --resume --out out continues it
             stage = None
         raise
     finally:
@@ -137,6 +138,27 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             run.close()
         if stage is not None:  # a failure: the old folder stays as it was
             stage.abort()
+
+
+def staged_interrupt_message(e: Interrupted, stage, out: Path, where: str, what: str = "run") -> str:
+    """What an interrupted ``--overwrite`` (or continued one) left, and the command that goes on."""
+    from .rundir import has_checkpoint
+
+    old = f"the old {what} in {str(out)!r} is untouched" if out.exists() else f"{str(out)!r} does not exist yet"
+    if not has_checkpoint(stage.path):
+        return f"{e.name}: stopped before the first checkpoint; {old} and nothing of the new {what} was kept"
+    return (f"{e.name}: stopped at {where}: checkpoint saved; {old}, the new {what} waits in "
+            f"{str(stage.path)!r}: continue it with --resume --out {out} (it replaces {str(out)!r} when it "
+            "finishes), or remove that folder to drop it")
+
+
+def _no_staged_resume_under_torchrun(out: Path) -> None:
+    from .rundir import pending_run
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and pending_run(out, held_too=True) is not None:
+        raise UserError(f"--resume of the interrupted --overwrite run of {str(out)!r} ({pending_run(out, True)}) "
+                        "under torchrun is not supported; continue it in one process, or rename that folder to a "
+                        "name of its own and --resume it under torchrun")
 
 
 def report_interrupt(command: str, e: Interrupted) -> int:

@@ -192,14 +192,29 @@ def _write_merged(work: Path, origin: dict, cfgs: dict, arms: list[str], seeds: 
     """compare.json, the runs' small files under their merged names, then the report."""
     from ..errors import UserError
     from .compare import _write_compare_file, write_report
+    from .rundir import MARKER, mark_run_folder, record
 
     _write_compare_file(work, arms, seeds, False, merged_from=[str(s["path"]) for s in sources])
     for name, (s, src_name) in origin.items():
+        src = s["path"] / src_name
         (work / name).mkdir()
+        mark_run_folder(work / name, _made_by(src), copied_from=str(src))  # the arm keeps its own manifest
         for f in RUN_COPY:
-            if (s["path"] / src_name / f).is_file():
-                shutil.copy2(s["path"] / src_name / f, work / name / f)
+            if f != MARKER and (src / f).is_file():
+                shutil.copy2(src / f, work / name / f)
+                record(work / name / f)
     try:
         return write_report(work, cfgs, arms, seeds, unigram, meta, sources[0]["num_layers"])
     except ValueError as e:  # a metrics.jsonl line that is not JSON
         raise UserError(f"--merge: a run's metrics.jsonl is damaged ({e})") from None
+
+
+def _made_by(run: Path) -> str:
+    """The command recorded in a run's marker ('' where there is none or it is unreadable)."""
+    import json
+
+    try:
+        info = json.loads((run / ".pldrop-run").read_text(encoding="utf-8"))
+        return str(info.get("command", "")) if isinstance(info, dict) else ""
+    except (OSError, ValueError):
+        return ""

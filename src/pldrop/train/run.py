@@ -41,6 +41,7 @@ from .config import TrainConfig, default_lr, dump_config
 from .distributed import any_rank, dist_setup
 from .evaluation import evaluate
 from .optim import horizon_for, lr_at, param_groups
+from .rundir import recording
 from .runfiles import _get, _mark, _now, _read_json, _truncate_metrics, config_changes, finite_or_none
 
 HORIZON_WINDOW = 30  # time budgets: the horizon is re-estimated each step from the median of this many recent steps (robust to load spikes)
@@ -53,6 +54,7 @@ class Interrupted(Exception):
 
     def __init__(self, name: str, message: str):
         super().__init__(f"{name}: {message}")
+        self.name = name
         self.exit_code = 143 if name == "SIGTERM" else 130
 
 
@@ -266,8 +268,9 @@ class PretrainRun:
                     raise UserError(f"run folder {str(self.out)!r} was created by another process meanwhile") from None
             _mark(self.out, self.command)
             atomic_write_text(self.out / "config.yaml", dump_config(self.cfg))
-            self.data.tokenizer.save_pretrained(str(self.out))
-            (self.out / "CREDITS.md").write_text(self.data.credits or "", encoding="utf-8")
+            with recording(self.out):
+                self.data.tokenizer.save_pretrained(str(self.out))
+            atomic_write_text(self.out / "CREDITS.md", self.data.credits or "")
         self.set_horizon(horizon_for(b, self.global_batch) or getattr(self, "horizon", None) or 10_000)
         self.write_pld_info()
         if self.main:
@@ -276,8 +279,10 @@ class PretrainRun:
 
             if self.resume:
                 _truncate_metrics(self.out / "metrics.jsonl", self.step_count)
-            self.writer = SummaryWriter(str(self.out / "tb"))
+            with recording(self.out / "tb", append=True) as self.event_files:  # appended to from here on
+                self.writer = SummaryWriter(str(self.out / "tb"))
             self.metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
+            self.record_logs()
             total, unit = self._bar_total()
             self.bar = tqdm(total=total, initial=min(total, self._bar_value(unit)), unit=unit, desc=self.cfg.model.arm,
                             disable=not self.show_progress, dynamic_ncols=True)
@@ -521,6 +526,22 @@ class PretrainRun:
             kept = f"the last good checkpoint ({last.name}) is intact" if last else "no earlier checkpoint exists"
             raise UserError(f"cannot write a checkpoint in {str(root)!r} ({e.strerror or e}); {kept} -- free some "
                             "space and continue with --resume") from None
+        self.record_logs()
+
+    def record_logs(self) -> None:
+        """Record metrics.jsonl and the TensorBoard events as written so far (files pldrop appends to:
+        at a checkpoint and at the end, not every step, as recording reads them)."""
+        if self.metrics_file is None:
+            return
+        from .rundir import record
+
+        self.metrics_file.flush()
+        record(self.out / "metrics.jsonl", append=True)
+        if self.writer is not None:
+            self.writer.flush()
+            for event_file in getattr(self, "event_files", ()):
+                if event_file.is_file():
+                    record(event_file, append=True)
 
     def write_pld_info(self) -> None:
         if self.main:
@@ -572,7 +593,8 @@ class PretrainRun:
         from .checkpoint import write_error
 
         try:
-            self.model.save_pretrained(str(self.out), safe_serialization=True, **full)
+            with recording(self.out):
+                self.model.save_pretrained(str(self.out), safe_serialization=True, **full)
         except (OSError, RuntimeError, SafetensorError) as e:
             err = e if isinstance(e, OSError) else write_error(e, self.out)
             for torn in self.out.iterdir():  # this save's weight files, half written
@@ -585,8 +607,15 @@ class PretrainRun:
                             f"{kept}") from None
 
     def close(self) -> None:
+        logs = self.metrics_file is not None
         for name in ("bar", "metrics_file", "writer"):
             obj = getattr(self, name)
             if obj is not None:
                 obj.close()
                 setattr(self, name, None)
+        if logs:  # closed: from here on any change to them is someone else's (a resume records them again)
+            from .rundir import record
+
+            for path in [self.out / "metrics.jsonl", *getattr(self, "event_files", ())]:
+                if path.is_file():
+                    record(path)

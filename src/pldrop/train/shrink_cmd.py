@@ -72,7 +72,8 @@ def check_counts(max_seqs: int | None, batch_size: int | None) -> None:
 
 def run(args) -> int:
     from ..prune import STRATEGIES, block_list, check_keep, kept_blocks, shrink_model
-    from .rundir import check_out, mark_run_folder, staged
+    from .checkpoint import atomic_write_text
+    from .rundir import check_out, mark_run_folder, recording, staged
     from .trained import TOKENIZER_FILES, check_model_folder, load_trained, pld_keep_probs
 
     if args.strategy not in STRATEGIES:
@@ -107,11 +108,12 @@ def run(args) -> int:
     from ..tasks.classifier import _quiet_transformers
 
     with staged(out) as st, _quiet_transformers():
-        small.save_pretrained(str(st.path))
-        for name in TOKENIZER_FILES:
-            if (tm.path / name).is_file():
-                shutil.copy2(tm.path / name, st.path / name)
-        (st.path / "shrink.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
         mark_run_folder(st.path, "pldrop shrink")
+        with recording(st.path):  # every file written is recorded as pldrop's (--overwrite may replace them)
+            small.save_pretrained(str(st.path))
+            for name in TOKENIZER_FILES:
+                if (tm.path / name).is_file():
+                    shutil.copy2(tm.path / name, st.path / name)
+        atomic_write_text(st.path / "shrink.json", json.dumps(info, indent=1) + "\n")
     print(f"kept blocks {kept} of {L} ({args.strategy}); dropped {info['dropped']}; model saved in {out}")
     return 0
