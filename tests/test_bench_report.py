@@ -350,12 +350,13 @@ def test_report_quick_numbers_recompute(tmp_path, task_dir, capsys):
 # --- --overwrite of a bench folder (issue 23 item 3) -------------------------------------------
 
 def _old_bench_folder(path: Path) -> dict[str, bytes]:
-    from pldrop.train.rundir import mark_run_folder
+    from pldrop.train.rundir import mark_run_folder, record
 
     path.mkdir()
     mark_run_folder(path, "pldrop bench step")
     for name in ("bench_step.json", "bench_step.md"):
         (path / name).write_text('{"old": "results"}\n')
+        record(path / name)
     return _bytes(path)
 
 
@@ -399,7 +400,7 @@ def test_kill_during_bench_step_overwrite_leaves_the_old_folder(tmp_path, capsys
                  "--no-tcmalloc", "--repeats", "1"]) == 0
     assert not stage.exists() and "old" not in (out / "bench_step.json").read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step"]  # nothing left beside it
-    assert sorted(_bytes(out)) == [".pldrop-run", "bench_step.json", "bench_step.md", "bench_step.png"]
+    assert sorted(_bytes(out)) == [".pldrop-files.jsonl", ".pldrop-run", "bench_step.json", "bench_step.md", "bench_step.png"]
 
 
 def test_bench_step_without_cuda_leaves_the_old_folder(tmp_path, monkeypatch, capsys):
@@ -436,10 +437,11 @@ def test_interrupted_converge_overwrite_keeps_old_and_new(tmp_path, monkeypatch,
 
     out = tmp_path / "conv"
     out.mkdir()
-    from pldrop.train.rundir import mark_run_folder
+    from pldrop.train.rundir import mark_run_folder, record
 
     mark_run_folder(out, "pldrop bench converge")
     (out / "converge.json").write_text('{"old": "results"}\n')
+    record(out / "converge.json")
     before = _bytes(out)
 
     def stopped(work, *a, **kw):
@@ -460,6 +462,7 @@ def test_interrupted_converge_overwrite_keeps_old_and_new(tmp_path, monkeypatch,
 
     def broken(work, *a, **kw):
         (work / "runs").mkdir()
+        record(work / "runs")  # what pldrop makes it records; a staging folder holding only that is dropped
         raise RuntimeError("a failure")
 
     monkeypatch.setattr(bench_cmd, "execute_converge", broken)
