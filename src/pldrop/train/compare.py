@@ -77,12 +77,14 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the comparison in --out from its checkpoints")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: rewrite report.md, results.json and the plots of the finished comparison in "
-                        "--out from its runs' metrics.jsonl with this version of pldrop (the command, machine and "
-                        "load recorded when it ran are kept)")
+                        "--out with this version of pldrop, from what its runs hold (each run's config.yaml, "
+                        "summary.json and metrics.jsonl, checked to have reached its budget; the command, machine "
+                        "and load recorded when it ran are kept); takes no other option but --no-progress")
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
                    help="train nothing: join finished comparisons of the same recipe with different seeds (each "
                         "its own lockstep run, e.g. one per day) into one multi-seed comparison in --out, as "
-                        "--seeds would have written it; copies metrics and configs, not checkpoints")
+                        "--seeds would have written it; copies metrics and configs, not checkpoints; each group "
+                        "must have finished, be held by no other process and be trained on the same corpus")
     p.set_defaults(run=run)
 
 
@@ -332,11 +334,9 @@ class _Finishing:
         return "SIGINT" if self.signal == signal.SIGINT else "SIGTERM"
 
     def _message(self) -> str:
-        what = {"models": f"training had finished: pldrop compare --resume --out {self.work} saves the models "
-                          "and writes the report",
-                "report": f"training had finished and the models were saved: pldrop compare --out {self.work} "
-                          "--report-only writes the report"}[self.phase]
-        return f"stopped at once (second signal); {what}"
+        what = {"models": "while the models were saved", "report": "while the report was written"}[self.phase]
+        return (f"stopped at once (second signal) {what}; training had finished: pldrop compare --resume --out "
+                f"{self.work} trains nothing more, saves the models and writes the report")
 
     def _handle(self, signum, frame):
         from .loop import Interrupted
@@ -402,7 +402,7 @@ def given_options(args, allowed=RENDER_OPTIONS) -> list[str]:
         if dest in allowed or value is None or value is False or value == []:
             continue
         given.append("key=value overrides" if dest == "overrides" else "--" + dest.replace("_", "-"))
-    return given
+    return sorted(given, key=lambda g: g == "key=value overrides")  # the flags first, as typed
 
 
 def rerender(args) -> int:
@@ -431,6 +431,8 @@ def rerender(args) -> int:
         try:
             results = write_report(out, cfgs, arms, seeds, old["analysis"].get("unigram"), meta,
                                    old["analysis"]["num_layers"])
+        except OSError as e:  # a read-only folder, a full disk
+            raise UserError(f"--report-only: cannot write the report in {str(out)!r} ({e.strerror or e})") from None
         except ValueError as e:  # pragma: no cover - the runs' files were checked above
             raise UserError(f"--report-only: a run's files in {str(out)!r} are damaged ({e})") from None
     print_summary(results)
