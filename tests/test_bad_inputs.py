@@ -277,7 +277,73 @@ ROWS = [
     ("report resume: a finished comparison",
      lambda w: R + ["--resume", "--out", _bench(w, "cmp", "compare"), "--corpus", str(TINY)],
      "the output of `pldrop compare`"),
+    # settings that disagree are refused, not resolved silently (issue 23 item 9)
+    ("compare --bf16 --precision fp32",
+     lambda w: C + ["--corpus", str(TINY), "--out", str(w / "r"), "--bf16", "--precision", "fp32"],
+     "--bf16 and --precision fp32 disagree"),
+    ("pretrain --bf16 --precision fp32",
+     lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "--bf16", "--precision", "fp32"],
+     "--bf16 and --precision fp32 disagree"),
+    ("compare model.arm override", lambda w: C + ["--corpus", str(TINY), "--out", str(w / "r"), "model.arm=preln"],
+     "model.arm=preln: compare trains the arms of --arms"),
+    ("compare seed override", lambda w: C + ["--corpus", str(TINY), "--out", str(w / "r"), "seed=7"],
+     "give --seed 7 instead"),
+    ("compare deepspeed override", lambda w: C + ["--corpus", str(TINY), "--out", str(w / "r"), "deepspeed=ds.json"],
+     "without DeepSpeed"),
+    ("pretrain --arm and model.arm",
+     lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "--arm", "pld", "model.arm=baseline"],
+     "--arm pld and model.arm=baseline disagree"),
+    ("pretrain --preset and model.preset",
+     lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "model.preset=base"],
+     "--preset tiny and model.preset=base disagree"),
+    ("pretrain --bf16 and optim.precision",
+     lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "--bf16", "optim.precision=fp32"],
+     "--bf16 and optim.precision=fp32 disagree"),
+    ("pretrain optim.bf16 and optim.precision",
+     lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "optim.bf16=true", "optim.precision=fp32"],
+     "optim.bf16=true and optim.precision=fp32 disagree"),
+    ("pretrain one key twice", lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "optim.lr=1e-3",
+                                              "optim.lr=2e-3"], "optim.lr=1e-3 and optim.lr=2e-3 disagree"),
+    ("compare --pld-lr and optim.lr",
+     lambda w: C + ["--corpus", str(TINY), "--out", str(w / "r"), "--pld-lr", "1e-3", "optim.lr=5e-4"],
+     "optim.lr=5e-4 (every arm) and --pld-lr disagree"),
+    ("compare --theta-bar and pld.theta_bar",
+     lambda w: C + ["--corpus", str(TINY), "--out", str(w / "r"), "--theta-bar", "0.7", "pld.theta_bar=0.5"],
+     "--theta-bar 0.7 and pld.theta_bar=0.5 disagree"),
+    # compare's own files (issue 23 items 6-8)
+    ("compare --resume of a merge", lambda w: C + ["--out", _merged(w), "--resume"], "was joined by --merge"),
+    ("compare --report-only: damaged compare.json seeds",
+     lambda w: C[:1] + ["--out", _compare_json(w, seeds=5), "--report-only"], "(seeds is 5, not a list"),
+    ("compare --report-only: unknown arm in compare.json",
+     lambda w: C[:1] + ["--out", _compare_json(w, arms=["baseline", "nope"]), "--report-only"],
+     "compare.json' is damaged (arms ['baseline', 'nope']"),
+    ("compare --resume: unknown arm in compare.json",
+     lambda w: C + ["--out", _compare_json(w, arms=["nope"]), "--resume"], "compare.json' is damaged"),
+    ("compare --report-only with training flags",
+     lambda w: C + ["--out", _compare_json(w), "--report-only", "--precision", "fp32"],
+     "leave out --preset --max-steps --precision"),
+    ("compare --merge into an existing folder",
+     lambda w: C[:1] + ["--merge", _compare_json(w, "a"), _compare_json(w, "b"), "--out", _taken(w)],
+     "already exists; choose another folder, or pass --overwrite"),
 ]
+
+
+def _compare_json(w: Path, name: str = "cmp", **fields) -> str:
+    """A comparison folder (compare.json only) with ``fields`` set in its compare.json."""
+    d = w / name
+    d.mkdir()
+    (d / "compare.json").write_text(json.dumps({"arms": ["baseline", "pld"], "seeds": [0], **fields}))
+    return str(d)
+
+
+def _taken(w: Path) -> str:
+    (w / "taken").mkdir()
+    _file(w / "taken", "notes.md")
+    return str(w / "taken")
+
+
+def _merged(w: Path) -> str:
+    return _compare_json(w, merged_from=["a", "b"])
 
 
 @pytest.mark.parametrize("build,expected", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
@@ -338,3 +404,91 @@ def test_deepspeed_is_not_imported_unless_asked_for(tmp_path):
     assert "deepspeed imported: False" in p.stdout
     assert "Setting accelerator" not in p.stderr
     assert (tmp_path / "m" / "model.safetensors").is_file()
+
+
+def test_compare_under_torchrun_is_refused_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    """Issue 23 item 8: under torchrun rank 1 failed on the lock, rank 0 died in a broadcast, half a folder stayed."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    for extra in ([], ["--report-only"], ["--merge", "a", "b"]):
+        assert main(C + ["--corpus", str(TINY), "--out", str(tmp_path / "r"), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "does not run under torchrun (WORLD_SIZE=2)" in err, err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.multiprocess
+def test_compare_under_real_torchrun_is_refused(tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    if not torchrun.exists():
+        pytest.skip("torchrun is not installed next to this Python")
+    p = subprocess.run([str(torchrun), "--nproc_per_node=2", "-m", "pldrop", *C, "--corpus", str(TINY),
+                        "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "PLDROP_CACHE": str(tmp_path / "cache")})
+    assert p.returncode != 0
+    assert p.stderr.count("does not run under torchrun") == 2, p.stderr  # one line from each rank
+    # torchrun prints its own traceback (ChildFailedError); none comes from pldrop's processes
+    assert "Traceback" not in p.stderr.split("failed (exitcode: 2)")[0], p.stderr
+    assert not [ln for ln in p.stderr.splitlines() if 'File "' in ln and "pldrop" in ln.split('File "')[1]], p.stderr
+    assert not (tmp_path / "r").exists()
+
+
+# modules whose messages reach users of one command, and the commands that show them
+MESSAGE_MODULES = {
+    "compare": ["train/compare.py", "train/merge.py", "train/finished.py", "train/run.py", "train/loop.py",
+                "train/lockstep.py", "train/rundir.py", "train/config.py"],
+    "pretrain": ["train/cli.py", "train/run.py", "train/loop.py", "train/rundir.py", "train/config.py"],
+    "finetune": ["tasks/files.py"],
+    "evaluate": ["tasks/files.py"],
+}
+# flags that a shared module names only where the command takes them (each checked by hand)
+NAMED_ELSEWHERE = {
+    "--allow-data-change": "run.py advises it only where PretrainRun.data_change_flag (pretrain)",
+    "--arm": "run.py: a --deepspeed config enabling PLD (pretrain only: compare refuses deepspeed)",
+    "--deepspeed": "run.py/config.py: a DeepSpeed run (pretrain only: compare refuses deepspeed)",
+    "--fsdp": "run.py/config.py: an FSDP run (pretrain only: compare refuses fsdp)",
+    "--nproc_per_node": "torchrun's flag, not pldrop's",
+    "--theta-bar": "cli.py FLAG_NAMES: named only for the flags compare passes",
+    "--paper-lrs": "cli.py FLAG_NAMES: named only for the flags compare passes",
+}
+
+
+def _option_strings(command: str) -> set[str]:
+    from pldrop.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if hasattr(a, "choices") and isinstance(a.choices, dict))
+    return {o for a in sub.choices[command]._actions for o in a.option_strings}
+
+
+@pytest.mark.parametrize("command", list(MESSAGE_MODULES))
+def test_every_flag_named_in_messages_is_one_the_command_takes(command):
+    """Issue 23 item 9: messages advised --allow-data-change to compare, regression=True for --regression."""
+    import ast
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "src" / "pldrop"
+    flags = _option_strings(command)
+    bad = []
+    for rel in MESSAGE_MODULES[command]:
+        tree = ast.parse((root / rel).read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                for flag in re.findall(r"(?<![\w-])--[a-z][a-z0-9_-]*[a-z0-9]", node.value):
+                    if flag not in flags and flag not in NAMED_ELSEWHERE:
+                        bad.append(f"{rel}: {flag}")
+    assert not bad, bad
+    if command in ("finetune", "evaluate"):
+        assert "--regression" in flags
+
+
+def test_one_class_labels_advise_the_flag_finetune_takes(tmp_path):
+    """Issue 23 item 9: the message advised ``regression=True`` (Python) where the command's flag is --regression."""
+    from pldrop.errors import UserError
+    from pldrop.tasks import load_task
+
+    (tmp_path / "train.jsonl").write_text('{"text": "a", "label": 1}\n{"text": "b", "label": 1}\n')
+    (tmp_path / "dev.jsonl").write_text('{"text": "c", "label": 1}\n')
+    with pytest.raises(UserError, match="pass --regression"):
+        load_task("c", tmp_path)

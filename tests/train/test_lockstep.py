@@ -135,3 +135,77 @@ def test_bf16_run_tracks_the_fp32_run(tmp_path, capsys):
         assert b["blocks_run"] == a["blocks_run"]  # the same gates
     assert runs["bf16"][-1]["val_loss"] == pytest.approx(runs["fp32"][-1]["val_loss"], rel=0.02)
     assert [r["loss"] for r in runs["bf16"]] != [r["loss"] for r in runs["fp32"]]  # bf16 really ran
+
+
+def _signals_during(monkeypatch, where: str, count: int):
+    """Send ``count`` SIGTERMs to this process when compare reaches ``where`` (after training)."""
+    import os
+
+    import pldrop.train.compare as compare
+    from pldrop.train.run import PretrainRun
+
+    if where == "report":
+        real = compare.write_report
+
+        def hooked(*a, **k):
+            for _ in range(count):
+                os.kill(os.getpid(), signal.SIGTERM)
+            return real(*a, **k)
+
+        monkeypatch.setattr(compare, "write_report", hooked)
+    else:  # the first arm's final save
+        real_finish = PretrainRun.finish
+        sent = []
+
+        def finish(self):
+            if not sent:
+                sent.append(1)
+                for _ in range(count):
+                    os.kill(os.getpid(), signal.SIGTERM)
+            return real_finish(self)
+
+        monkeypatch.setattr(PretrainRun, "finish", finish)
+
+
+@pytest.mark.parametrize("where, count, rc, needle", [
+    ("report", 1, 0, "SIGTERM arrived after training had finished; the models were saved and the report written"),
+    ("models", 1, 0, "SIGTERM arrived after training had finished"),
+    ("report", 2, 143, "stopped at once (second signal) while the report was written; training had finished: "
+                       "pldrop compare --resume --out"),
+    ("models", 2, 143, "stopped at once (second signal) while the models were saved; training had finished: "
+                       "pldrop compare --resume --out"),
+])
+def test_signals_after_training_finish_or_stop_and_say_which(tmp_path, capsys, monkeypatch, where, count, rc, needle):
+    """Issue 23 item 9: one SIGTERM during the final report was ignored (rc 0, nothing said), a second
+    printed an 'Exception ignored' traceback and still exited 0."""
+    out = tmp_path / "cmp"
+    _signals_during(monkeypatch, where, count)
+    got = main(["compare", "--corpus", CORPUS, "--out", str(out), *TINY, "--arms", "baseline", "pld",
+                "--max-steps", "2", "--eval-every", "2"])
+    err = capsys.readouterr().err
+    assert got == rc, err
+    assert needle in err and "Exception ignored" not in err and "Traceback" not in err, err
+    assert (out / "report.md").is_file() == (rc == 0)
+    monkeypatch.undo()
+    monkeypatch.setenv("PLDROP_CACHE", str(tmp_path.parent / "pldrop-cache"))
+    if rc:  # the advice works: the comparison is completed without training again
+        import re
+
+        advice = re.search(r"pldrop compare (--resume --out \S+)", err).group(1).split()
+        assert main(["compare", *advice, "--no-progress"]) == 0
+        assert (out / "report.md").is_file()
+        assert [r["step"] for r in read_metrics(out / "pld" / "metrics.jsonl")] == [1, 2]
+
+
+def test_compare_resume_on_a_changed_corpus_advises_no_flag_compare_lacks(tmp_path, capsys):
+    """Issue 23 item 9: compare advised --allow-data-change, which it does not take."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(Path(CORPUS).read_text())
+    out = tmp_path / "cmp"
+    assert main(["compare", "--corpus", str(corpus), "--out", str(out), *TINY, "--arms", "baseline", "pld",
+                 "--max-steps", "2", "--eval-every", "2"]) == 0
+    corpus.write_text(Path(CORPUS).read_text() + "\n\nA new document about something else entirely.\n")
+    capsys.readouterr()
+    assert main(["compare", "--out", str(out), "--resume", "--max-steps", "3", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "the corpus changed" in err and "--allow-data-change" not in err, err

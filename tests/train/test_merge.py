@@ -96,6 +96,57 @@ def _damaged(g, t):
     return d
 
 
+def _json_edit(path: Path, **changes) -> None:
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def _edited(g, t, edit):
+    d = _copy_as(g, t / "e", 7)
+    edit(d)
+    return d
+
+
+def _resumed_larger(g, t):
+    """A group whose --resume with a larger budget was stopped before its first step: the configs say 9 steps."""
+    def larger(d):
+        for arm in ("baseline", "pld"):
+            cfg = yaml.safe_load((d / arm / "config.yaml").read_text())
+            cfg["budget"]["max_steps"] = 9
+            (d / arm / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return _edited(g, t, larger)
+
+
+def _more_steps(d):
+    last = (d / "baseline" / "metrics.jsonl").read_text().splitlines()[-1]
+    with open(d / "baseline" / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({**json.loads(last), "step": 5}) + "\n")
+
+
+def _trained_on(g, t):
+    """... or stopped after some steps: the metrics run past the summary."""
+    return _edited(g, t, _more_steps)
+
+
+def _held(g, t):
+    """A group a live process holds (it trains or writes in it)."""
+    from pldrop.train.rundir import RunLock
+
+    d = _copy_as(g, t / "held", 7)
+    lock = RunLock(d)
+    lock.__enter__()
+    _HELD.append(lock)  # held until the row's command has run
+    return d
+
+
+_HELD: list = []
+
+
+def _merged_unfinished(g, t):
+    d = _edited(g, t, lambda d: (d / "results.json").unlink())
+    _json_edit(d / "compare.json", merged_from=["a", "b"])
+    return d
+
+
 @pytest.mark.parametrize("make_second, extra, needle", [
     (None, [], "give two or more"),
     (lambda g, t: t / "nothing", [], "is not a pldrop compare folder"),
@@ -103,18 +154,39 @@ def _damaged(g, t):
     (_unfinished, [], "has not finished"),
     (lambda g, t: g, [], "seed 0 is in both"),
     (lambda g, t: _copy_as(g, t / "lr", 7, lambda c: c["optim"].update(lr=0.005)), [], "in optim.lr (0.005 vs"),
-    (lambda g, t: _copy_as(g, t / "bud", 7, lambda c: c["budget"].update(max_steps=9)), [], "in budget.max_steps"),
+    (lambda g, t: _copy_as(g, t / "bud", 7, lambda c: c["budget"].update(max_steps=3)), [], "in budget.max_steps"),
     (lambda g, t: _copy_as(g, t / "x", 7), ["--arms", "preln"], "has no arm preln"),
-    (lambda g, t: _copy_as(g, t / "x", 7), ["--max-steps", "3"], "leave out training flags and overrides"),
+    (lambda g, t: _copy_as(g, t / "x", 7), ["--max-steps", "3"], "leave out --max-steps"),
     (lambda g, t: _copy_as(g, t / "x", 7), ["--resume"], "leave out --resume"),
-    (lambda g, t: _copy_as(g, t / "x", 7), ["optim.lr=1e-3"], "leave out training flags and overrides"),
-    (_damaged, [], "metrics.jsonl is damaged"),
+    (lambda g, t: _copy_as(g, t / "x", 7), ["optim.lr=1e-3"], "leave out key=value overrides"),
+    (lambda g, t: _copy_as(g, t / "x", 7), ["--seed", "3", "--threads", "2"], "leave out --seed --threads"),
+    (_damaged, [], "metrics.jsonl' is damaged"),
+    # issue 23 item 5: a group is checked from its runs' own files, not from results.json's claim
+    (lambda g, t: _resumed_larger(g, t), [], "stopped at step 4, short of its budget of 9 steps"),
+    (lambda g, t: _trained_on(g, t), [], "after its summary.json (step 4)"),
+    (lambda g, t: _edited(g, t, lambda d: (d / "pld" / "summary.json").unlink()), [], "has no summary.json"),
+    (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "pld" / "pldrop.json", corpus_fingerprint="0" * 64)), [],
+     "was trained on another corpus"),
+    (lambda g, t: _held(g, t), [], "is in use by another pldrop process"),
+    # item 8: damaged files end in one line
+    (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "results.json", meta=5)), [], "(meta is 5, not a mapping)"),
+    (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "results.json", meta="abc")), [], "(meta is 'abc'"),
+    (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "results.json", analysis={"num_layers": 2, "unigram": "x"})),
+     [], "analysis.unigram is 'x'"),
+    (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "compare.json", arms=["baseline", "nope"])), [],
+     "compare.json' is damaged (arms ['baseline', 'nope']"),
+    (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "compare.json", seeds=5)), [], "(seeds is 5"),
+    (lambda g, t: _merged_unfinished(g, t), [], "finish the groups it came from and merge them again"),
 ])
 def test_merge_refuses_in_one_line(tmp_path, groups, capsys, make_second, extra, needle):
     args = [str(groups[0])] + ([str(make_second(groups[0], tmp_path))] if make_second else [])
     before = _digest(groups[0])
     out = tmp_path / "merged"
-    _exit2(capsys, ["compare", "--merge", *args, "--out", str(out), *extra], needle)
+    try:
+        _exit2(capsys, ["compare", "--merge", *args, "--out", str(out), *extra], needle)
+    finally:
+        while _HELD:
+            _HELD.pop().__exit__(None, None, None)
     assert not out.exists()  # nothing left behind
     assert _digest(groups[0]) == before
 
@@ -139,7 +211,7 @@ def test_merge_never_writes_over_what_it_did_not_write(tmp_path, groups, capsys,
 
 def test_merge_refuses_minute_budgets_from_machines_of_different_speed(tmp_path, groups, capsys):
     def minutes(cfg):
-        cfg["budget"].update(max_steps=None, max_minutes=1.0)
+        cfg["budget"].update(max_steps=None, max_minutes=1e-6)  # reached by the 4 steps it took
 
     def all_arms(d, seed, slower):
         _copy_as(groups[0], d, seed)
@@ -168,9 +240,125 @@ def test_merge_racing_another_process_leaves_its_folder_alone(tmp_path, groups, 
     from pldrop.train.rundir import RunLock
 
     out = tmp_path / "merged"
-    monkeypatch.setattr(rundir, "check_out", lambda *a, **k: None)  # the other process made out after the check
+    # the other process made out after the checks
+    monkeypatch.setattr(rundir, "check_out", lambda *a, **k: (out / "compare.json").write_text("{}") and None)
     with RunLock(out, create=True):
-        (out / "compare.json").write_text("{}")
         _exit2(capsys, ["compare", "--merge", str(groups[0]), str(_copy_as(groups[1], tmp_path / "s1", 1)),
                         "--out", str(out)], "in use by another pldrop process")
         assert (out / "compare.json").read_text() == "{}"
+
+
+def test_failed_merge_into_an_empty_out_leaves_it_empty(tmp_path, groups, capsys, monkeypatch):
+    """Issue 23 item 9: a merge that fails while writing into an existing empty --out left its run folders."""
+    import pldrop.train.compare as compare
+    from pldrop.errors import UserError
+
+    def fail(*a, **k):
+        raise UserError("disk full (simulated)")
+
+    monkeypatch.setattr(compare, "write_report", fail)
+    out = tmp_path / "merged"
+    out.mkdir()
+    _exit2(capsys, ["compare", "--merge", str(groups[0]), str(_copy_as(groups[1], tmp_path / "s1", 1)),
+                    "--out", str(out)], "disk full (simulated)")
+    assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_resume_of_a_merge_is_refused(tmp_path, groups, capsys):
+    """Issue 23 item 6: --resume on a --merge output retrained every arm from step 0."""
+    out = tmp_path / "merged"
+    assert main(["compare", "--merge", *map(str, groups), "--out", str(out)]) == 0
+    before = _digest(out)
+    _exit2(capsys, ["compare", "--out", str(out), "--resume", "--no-progress"], "was joined by --merge")
+    assert _digest(out) == before
+
+
+def test_resume_of_an_arm_without_its_config_is_refused(tmp_path, groups, capsys):
+    """Issue 23 item 9: an arm folder without config.yaml was reported as 'created by another process'."""
+    d = tmp_path / "g"
+    shutil.copytree(groups[0], d)
+    (d / "pld" / "config.yaml").unlink()
+    before = _digest(d)
+    _exit2(capsys, ["compare", "--out", str(d), "--resume", "--no-progress"], "holds files but no config.yaml")
+    assert _digest(d) == before
+
+
+def _report_copy(g: Path, t: Path, edit=None) -> Path:
+    d = t / "cmp"
+    shutil.copytree(g, d, ignore=shutil.ignore_patterns("checkpoints", "*.safetensors"))
+    if edit is not None:
+        edit(d)
+    return d
+
+
+def _hold(d: Path) -> None:
+    from pldrop.train.rundir import RunLock
+
+    lock = RunLock(d)
+    lock.__enter__()
+    _HELD.append(lock)
+
+
+@pytest.mark.parametrize("edit, extra, needle", [
+    # item 5: what the runs hold, not results.json's claim
+    (lambda d: [_larger(d / a) for a in ("baseline", "pld")], [],
+     "stopped at step 4, short of its budget of 9 steps"),
+    (_more_steps, [], "trained to step 5 after its summary.json (step 4)"),
+    (lambda d: (d / "baseline" / "summary.json").unlink(), [], "has no summary.json: it has not finished (continue "
+                                                               "it with pldrop compare --resume"),
+    (_hold, [], "is in use by another pldrop process"),
+    # item 7: only rendering options
+    (None, ["--preset", "base", "--pld-lr", "0.5", "--theta-bar", "0.9", "--batch-size", "7", "--max-minutes", "99",
+            "--precision", "fp32"], "leave out --preset --max-minutes --batch-size --precision --pld-lr --theta-bar"),
+    (None, ["--corpus", "x.txt", "--paper-lrs", "--bf16"], "leave out --corpus --bf16 --paper-lrs"),
+    # item 8: damaged files
+    (lambda d: _json_edit(d / "results.json", meta=5), [], "results.json' is damaged (meta is 5, not a mapping)"),
+    (lambda d: _json_edit(d / "results.json", meta="abc"), [], "(meta is 'abc', not a mapping)"),
+    (lambda d: _json_edit(d / "results.json", analysis={"num_layers": 2, "unigram": "x"}), [],
+     "analysis.unigram is 'x'"),
+    (lambda d: _json_edit(d / "results.json", meta={"machine": 5}), [], "meta.machine is 5"),
+    (lambda d: _json_edit(d / "compare.json", arms=["baseline", "nope"]), [], "compare.json' is damaged"),
+    (lambda d: _json_edit(d / "compare.json", seeds=5), [], "(seeds is 5, not a list"),
+    (lambda d: (d / "pld" / "config.yaml").write_text("- a list\n"), [], "config.yaml' is damaged"),
+])
+def test_report_only_renders_only_what_finished(tmp_path, groups, capsys, edit, extra, needle):
+    d = _report_copy(groups[0], tmp_path, edit)
+    before = {k: v for k, v in _digest(d).items() if k != ".pldrop.lock"}  # the lock of _hold goes when released
+    try:
+        _exit2(capsys, ["compare", "--out", str(d), "--report-only", *extra], needle)
+    finally:
+        while _HELD:
+            _HELD.pop().__exit__(None, None, None)
+    assert _digest(d) == before  # nothing rewritten
+
+
+def _larger(run: Path) -> None:
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["budget"]["max_steps"] = 9
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def test_report_only_records_what_ran(tmp_path, groups, capsys):
+    """Issue 23 item 7: the seed and summaries in results.json are the runs' own, whatever results.json said."""
+    def relabel(d):
+        for arm in ("baseline", "pld"):  # runs that trained seed 7 in a folder whose compare.json says seed 0
+            cfg = yaml.safe_load((d / arm / "config.yaml").read_text())
+            cfg["seed"] = 7
+            (d / arm / "config.yaml").write_text(yaml.safe_dump(cfg))
+        res = json.loads((d / "results.json").read_text())
+        res["meta"]["summaries"] = {"pld": {"steps": 999}}
+        (d / "results.json").write_text(json.dumps(res))
+
+    d = _report_copy(groups[0], tmp_path, relabel)
+    assert main(["compare", "--out", str(d), "--report-only"]) == 0
+    meta = json.loads((d / "results.json").read_text())["meta"]
+    assert meta["seeds"] == [7]
+    assert {c["seed"] for c in meta["configs"].values()} == {7}
+    assert meta["summaries"] == {a: json.loads((d / a / "summary.json").read_text()) for a in ("baseline", "pld")}
+
+
+def test_pld_as_the_reference_arm_says_so(groups):
+    """Issue 23 item 9: `--arms pld` alone was reported as 'no PLD arm'."""
+    recs = {"pld": read_metrics(groups[0] / "pld" / "metrics.jsonl")}
+    why = compare_arms(recs, 2, baseline="pld")["verdict"]["why"]
+    assert "no PLD arm" not in why and "reference" in why

@@ -299,7 +299,7 @@ def test_compare_writes_report_recomputable_from_metrics(tmp_path, capsys):
     assert "--report-only" not in report and "report: " in capsys.readouterr().out
     with open(out / "pld" / "metrics.jsonl", "a") as f:  # a damaged line: one line, exit 2, nothing rewritten
         f.write("{not json\n")
-    _exit2(capsys, ["compare", "--out", str(out), "--report-only"], "metrics.jsonl in")
+    _exit2(capsys, ["compare", "--out", str(out), "--report-only"], "metrics.jsonl' is damaged")
     assert (out / "report.md").read_text() == report
 
 
@@ -315,8 +315,8 @@ def _fake_compare(root, results=None, arms=("baseline", "pld")):
     (lambda p: p.mkdir(), [], "is not a pldrop compare folder"),
     (lambda p: _fake_compare(p), [], "has not finished (continue it with pldrop compare --resume"),
     (lambda p: _fake_compare(p, "{not json"), [], "results.json' is damaged"),
-    (lambda p: _fake_compare(p, json.dumps({"analysis": {}})), [], "results.json' is damaged ('meta')"),
-    (lambda p: _fake_compare(p, json.dumps({"meta": {}, "analysis": {"num_layers": 2}})), [], "no config.yaml or metrics"),
+    (lambda p: _fake_compare(p, json.dumps({"analysis": {}})), [], "results.json' is damaged (meta is None, not a mapping)"),
+    (lambda p: _fake_compare(p, json.dumps({"meta": {}, "analysis": {"num_layers": 2}})), [], "has no config.yaml"),
     (lambda p: _fake_compare(p, "{}"), ["--resume"], "leave out --resume"),
     (lambda p: _fake_compare(p, "{}"), ["--seeds", "2", "optim.lr=1e-3"], "leave out --seeds key=value overrides"),
 ])

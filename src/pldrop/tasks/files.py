@@ -181,7 +181,7 @@ def load_file_task(
         if len(labels) < 2:
             path, lineno = records["train"][0][:2]
             raise UserError(f"{path}:{lineno}: every train label is {labels[0]!r}; classification needs two "
-                            f"classes or more (pass regression=True for scores)")
+                            f"classes or more (for scores pass --regression; regression=True in Python)")
         spec = TaskSpec(name, name, tuple(labels), ("accuracy", "f1_macro"), ("accuracy",))
 
     def examples(recs: list[Record]) -> list[Example]:

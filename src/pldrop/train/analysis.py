@@ -490,7 +490,7 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
     return {"baseline": baseline, "num_layers": num_layers, "seeds": seeds, "keys": list(keys), "arms": arms,
             "target_step": TARGET_STEP, "targets": targets, "curves": curves, "headline": headline, "plateau": pl,
             "unigram": unigram, "word_order": {arm: word_order(a["summary"]) for arm, a in arms.items()},
-            "decomposition": decomp, "verdict": verdict(curves, pl, pld, base_final),
+            "decomposition": decomp, "verdict": verdict(curves, pl, pld, base_final, baseline),
             "accuracy": {"curves": acc, "evidence_target": EVIDENCE_ACCURACY,
                          "evidence_reached": {arm: reached_accuracy(rs, EVIDENCE_ACCURACY) for arm, rs in runs.items()}}}
 
@@ -533,20 +533,24 @@ def same_blocks(arm: str, preln: str = "preln", pld: str = "pld") -> str | None:
 
 
 def verdict(curves: Mapping[str, list[dict[str, Any]]], plateau_: dict[str, Any], pld: str = "pld",
-            base_final: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            base_final: Mapping[str, Any] | None = None, reference: str | None = None) -> dict[str, Any]:
     """The paper's 2.5x against the PLD arm's speed-up curve.
 
     ``claim`` is ``no claim`` when the baseline never left the unigram plateau (a speed-up there
     says nothing about PLD) or there is no PLD arm; ``not reached`` when PLD reached none of the
     targets; else ``agrees`` / ``smaller`` / ``larger`` for the speed-up at the lowest target every
-    seed reached (its interval and ±20 % of 2.5 overlap, or not). ``trend`` says whether the
+    seed reached (its interval and ±20 % of 2.5 overlap, or not); ``reference``: the arm the others are
+    measured against (when it is the PLD arm, ``why`` says so). ``trend`` says whether the
     speed-up grows or shrinks as training goes on; ``helps``: whether PLD is faster at all (True:
     the interval is above 1x; False: the mean is not; None: the interval straddles 1x).
     """
     out: dict[str, Any] = {"paper": PAPER_SPEEDUP, "rel_tol": REL_TOL, "arm": pld}
     curve = curves.get(pld)
     if curve is None:
-        return {**out, "claim": "no claim", "why": "no PLD arm", "trend": None, "helps": None, "at": None}
+        why = "no PLD arm" if pld != reference else (f"the PLD arm is the reference the others are measured against "
+                                                     f"(the first of --arms), so its speed-up is not measured; "
+                                                     f"list it after another arm")
+        return {**out, "claim": "no claim", "why": why, "trend": None, "helps": None, "at": None}
     out["trend"] = trend(curve)
     head = _headline(curve)
     reached_any = [r for r in curve if r["reached"]["wall"]]

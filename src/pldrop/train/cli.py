@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import UserError
 from ..models import PRESETS
 
 EPILOG = """\
@@ -78,6 +79,62 @@ def flat_flags(args) -> dict:
     }
 
 
+# the flag that sets each dotted config key (for messages)
+FLAG_NAMES = {
+    "data.corpus": "--corpus", "model.preset": "--preset", "budget.max_steps": "--max-steps",
+    "budget.max_samples": "--max-samples", "budget.max_minutes": "--max-minutes", "optim.batch_size": "--batch-size",
+    "seed": "--seed", "data.tokenizer": "--tokenizer", "data.text_field": "--text-field",
+    "data.text_column": "--text-column", "data.cache_dir": "--cache-dir", "optim.precision": "--precision",
+    "threads": "--threads", "save_every": "--save-every", "eval_every": "--eval-every", "model.arm": "--arm",
+    "deepspeed": "--deepspeed", "fsdp": "--fsdp", "pld.theta_bar": "--theta-bar", "optim.paper_lrs": "--paper-lrs",
+}
+
+
+def _same(flag_value, value) -> bool:
+    """A flag's value and an override's agree (a single corpus may be given as a list or not).
+
+    >>> _same(["a.txt"], "a.txt"), _same(4, 4.0), _same("tiny", "base")
+    (True, True, False)
+    """
+    if isinstance(flag_value, list) and not isinstance(value, list):
+        value = [value]
+    return flag_value == value
+
+
+def refuse_conflicts(args, flat: dict, fixed: dict[str, str] | None = None) -> None:
+    """One line where settings given on one command line disagree, instead of one silently winning:
+    ``--bf16`` and ``--precision``; a flag and a ``key=value`` override of its key; two overrides of
+    one key; ``optim.bf16`` against a precision; an override of a key the command sets itself
+    (``fixed``: key -> what to give instead, with ``{value}``)."""
+    from .config import parse_override
+
+    precision = getattr(args, "precision", None)
+    if getattr(args, "bf16", None) and precision not in (None, "bf16"):
+        raise UserError(f"--bf16 and --precision {precision} disagree: give one (--bf16 is --precision bf16)")
+    seen: dict[str, tuple[str, object]] = {}
+    for item in getattr(args, "overrides", None) or []:
+        path, value = parse_override(item)
+        key = ".".join(path)
+        if fixed and key in fixed:
+            raise UserError(f"{item}: {fixed[key].format(value=value)}")
+        given = flat.get(key)
+        if given is not None and not _same(given, value):
+            flag = "--bf16" if key == "optim.precision" and getattr(args, "bf16", None) else FLAG_NAMES.get(key, key)
+            shown = "" if isinstance(given, bool) or flag == "--bf16" else " " + (
+                " ".join(map(str, given)) if isinstance(given, list) else str(given))
+            raise UserError(f"{flag}{shown} and {item} disagree: give one")
+        if key in seen and seen[key][1] != value:
+            raise UserError(f"{seen[key][0]} and {item} disagree: give one")
+        seen[key] = (item, value)
+    if "optim.bf16" in seen and seen["optim.bf16"][1] is not None:
+        alias, want = seen["optim.bf16"][0], "bf16" if seen["optim.bf16"][1] else "fp32"
+        other = seen.get("optim.precision", (None, None))
+        given = other[1] if other[0] else flat.get("optim.precision")
+        if given is not None and given != want:
+            raise UserError(f"{alias} and {other[0] or FLAG_NAMES['optim.precision'] + ' ' + str(given)} disagree: "
+                            "give one (optim.bf16 is the old name of optim.precision)")
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "pretrain",
@@ -106,7 +163,6 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     import yaml
 
-    from ..errors import UserError
     from .config import load_config
     from .loop import Interrupted, pretrain, report_interrupt
 
@@ -133,6 +189,7 @@ def run(args) -> int:
     flat["fsdp"] = args.fsdp
     if args.allow_data_change and not args.resume:
         raise UserError("--allow-data-change only applies with --resume")
+    refuse_conflicts(args, flat)
     cfg = load_config(args.config, args.overrides, base=base, **flat)
     try:
         summary = pretrain(cfg, args.out, resume=args.resume, overwrite=args.overwrite,

@@ -18,6 +18,7 @@ import contextlib
 import json
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -76,12 +77,14 @@ def add_parser(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the comparison in --out from its checkpoints")
     p.add_argument("--report-only", action="store_true",
                    help="train nothing: rewrite report.md, results.json and the plots of the finished comparison in "
-                        "--out from its runs' metrics.jsonl with this version of pldrop (the command, machine and "
-                        "load recorded when it ran are kept)")
+                        "--out with this version of pldrop, from what its runs hold (each run's config.yaml, "
+                        "summary.json and metrics.jsonl, checked to have reached its budget; the command, machine "
+                        "and load recorded when it ran are kept); takes no other option but --no-progress")
     p.add_argument("--merge", nargs="+", type=Path, metavar="DIR",
                    help="train nothing: join finished comparisons of the same recipe with different seeds (each "
                         "its own lockstep run, e.g. one per day) into one multi-seed comparison in --out, as "
-                        "--seeds would have written it; copies metrics and configs, not checkpoints")
+                        "--seeds would have written it; copies metrics and configs, not checkpoints; each group "
+                        "must have finished, be held by no other process and be trained on the same corpus")
     p.set_defaults(run=run)
 
 
@@ -129,6 +132,7 @@ def run(args) -> int:
     if args.resume:
         args.out = staging_target(args.out)  # the hidden staging folder of an interrupted --overwrite: its run
     out: Path = args.out
+    refuse_torchrun()
     if args.merge:
         from .merge import merge
 
@@ -140,11 +144,18 @@ def run(args) -> int:
     base = None
     if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds {args.seeds}: give at least 1")
+    _refuse_conflicts(args)
     arms = args.arms or DEFAULT_ARMS
     seeds = list(range(args.seed or 0, (args.seed or 0) + (args.seeds or 1)))
     if args.resume:
+        if args.overwrite:  # before reading anything in --out
+            raise UserError("--resume and --overwrite exclude each other")
         src = resume_folder(out)  # out, or its interrupted replacement (an --overwrite stopped mid-way)
         saved = _read_compare_file(src)
+        if saved.get("merged_from") is not None:
+            raise UserError(f"--resume: {str(out)!r} was joined by --merge from finished comparisons and has nothing "
+                            "to train; continue the groups it came from with --resume and merge them again")
+        _refuse_runs_without_config(src, saved["arms"], saved["seeds"])
         if args.arms and args.arms != saved["arms"]:
             raise UserError(f"--resume: {str(out)!r} compares {' '.join(saved['arms'])}, not {' '.join(args.arms)}")
         if (args.seeds is not None or args.seed is not None) and seeds != saved["seeds"]:
@@ -152,6 +163,9 @@ def run(args) -> int:
         arms, seeds = saved["arms"], saved["seeds"]
         base = _saved_configs(src, arms, seeds)
     cfgs = run_configs(args, arms, seeds, base)
+    for key in ("deepspeed", "fsdp"):  # from a --config file (overrides were refused above)
+        if any(getattr(c, key) for c in cfgs.values()):
+            raise UserError(f"{key} in the config: {FIXED_KEYS[key]}")
     if len({c.optim.batch_size * c.optim.grad_accum for c in cfgs.values()}) > 1:
         raise UserError("the arms must share one batch size, so they are validated at the same sample counts")
     inputs = [p for c in cfgs.values() for p in input_paths(c)] + ([args.config] if args.config else [])
@@ -175,6 +189,7 @@ def run(args) -> int:
             for name, cfg in cfgs.items():
                 runs[name] = r = PretrainRun(cfg, work / name, progress=progress, command=command_line(),
                                              resume=args.resume and (work / name / "config.yaml").is_file())
+                r.data_change_flag = False  # compare has no --allow-data-change
                 r.prepare_data(data)
                 data, r.show_progress = r.data, False
                 r.build_model()
@@ -197,20 +212,26 @@ def run(args) -> int:
                                on_turn=lambda name, rec: bar(name, rec))
             finally:
                 bar(None, None)
-            if stop.signal is not None:
+            if stop.signal is not None and not all(r.done for r in runs.values()):
                 for r in runs.values():
                     r.save()
                 raise Interrupted(stop.name, f"every arm saved a checkpoint; continue with "
                                              f"pldrop compare --resume --out {out}")
-            summaries = {arm: r.finish() for arm, r in runs.items()}
-            meta = {"command": command_line(), "machine": _machine(), "load_start": load_start, "load_end": _loadavg(),
-                    "protocol": "lockstep: all arms in one process, one optimizer step at a time, the arm with the "
-                                "least training time first; validation at the same sample counts",
-                    "summaries": summaries}
-            results = write_report(work, cfgs, arms, seeds, unigram, meta)
-            if stage is not None:
-                stage.commit()
-                stage = None
+            # training is over: a first signal from here on lets the models be saved and the report
+            # written (seconds) and is reported after; a second stops at once (see _Finishing)
+            late = _Finishing(stop, out)
+            with late:
+                summaries = {arm: r.finish() for arm, r in runs.items()}
+                late.step("report")
+                meta = {"command": command_line(), "machine": _machine(), "load_start": load_start,
+                        "load_end": _loadavg(), "summaries": summaries,
+                        "protocol": "lockstep: all arms in one process, one optimizer step at a time, the arm with "
+                                    "the least training time first; validation at the same sample counts"}
+                results = write_report(work, cfgs, arms, seeds, unigram, meta)
+                late.step("swap")
+                if stage is not None:
+                    stage.commit()
+                    stage = None
     except Interrupted as e:
         if stage is not None:
             steps = ", ".join(f"{name} step {r.step_count}" for name, r in runs.items())
@@ -226,7 +247,138 @@ def run(args) -> int:
             stage.abort()
     print_summary(results)
     print(f"report: {out / 'report.md'}")
+    if late.signal is not None:
+        print(f"pldrop compare: {late.name} arrived after training had finished; the models were saved and the "
+              "report written before stopping, so the comparison is complete", file=sys.stderr)
     return 0
+
+
+def refuse_torchrun() -> None:
+    """compare runs every arm in one process: under torchrun (WORLD_SIZE > 1) each rank would train
+    and write the same folder. Refused on every rank before anything is read or written."""
+    from ..errors import UserError
+
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        world = 1
+    if world > 1:
+        raise UserError(f"compare trains its arms in lockstep in one process and does not run under torchrun "
+                        f"(WORLD_SIZE={world}); run it as plain pldrop compare, or train each arm with "
+                        "torchrun ... -m pldrop pretrain --arm ARM")
+
+
+FIXED_KEYS = {  # overrides compare sets per run itself: refused, with the flag to use instead
+    "model.arm": "compare trains the arms of --arms (one run each); give --arms instead",
+    "seed": "compare names each run by its seed; give --seed {value} instead",
+    "deepspeed": "compare trains its arms in one process, without DeepSpeed; train one arm with pldrop pretrain "
+                 "--deepspeed",
+    "fsdp": "compare trains its arms in one process, without FSDP; train one arm with torchrun ... -m pldrop "
+            "pretrain --fsdp",
+}
+
+
+def _refuse_conflicts(args) -> None:
+    """Settings that disagree on the command line (see :func:`pldrop.train.cli.refuse_conflicts`),
+    and a ``optim.lr`` override next to a per-arm learning-rate flag."""
+    from ..errors import UserError
+    from .cli import flat_flags, refuse_conflicts
+    from .config import parse_override
+
+    flat = flat_flags(args)
+    flat["pld.theta_bar"] = args.theta_bar
+    flat["optim.paper_lrs"] = True if args.paper_lrs else None
+    refuse_conflicts(args, flat, FIXED_KEYS)
+    lr_flags = [f for f, v in (("--baseline-lr", args.baseline_lr), ("--preln-lr", args.preln_lr),
+                               ("--pld-lr", args.pld_lr)) if v is not None]
+    for item in args.overrides or []:
+        if parse_override(item)[0] == ["optim", "lr"] and lr_flags:
+            raise UserError(f"{item} (every arm) and {' '.join(lr_flags)} disagree: give one")
+
+
+def _refuse_runs_without_config(out: Path, arms: list[str], seeds: list[int]) -> None:
+    """--resume: a run folder that holds files but no config.yaml cannot be continued (one line)."""
+    from ..errors import UserError
+    from .rundir import LOCK
+
+    for name in (run_name(a, s, len(seeds)) for s in seeds for a in arms):
+        run = out / name
+        if run.is_dir() and not (run / "config.yaml").is_file() and any(p.name != LOCK for p in run.iterdir()):
+            raise UserError(f"--resume: {str(run)!r} holds files but no config.yaml, so it cannot be continued "
+                            "(it was damaged or edited); move that folder aside to train its arm again from step 0")
+
+
+class _Finishing:
+    """Signals after training finished (the models being saved, the report written).
+
+    The first SIGTERM / SIGINT is noted and the work finished (seconds; the caller says so on
+    stderr after); a second stops at once with exit 143 / 130 and says how to get what is missing.
+    An exception a signal raises where Python cannot pass it on (a ``__del__``, a callback) is
+    caught by an unraisable hook and re-raised at the next :meth:`step`, so it is never printed as
+    "Exception ignored" and never lost.
+    """
+
+    def __init__(self, stop, work: Path):
+        import signal
+
+        self.signal = stop.signal  # a signal during the last step
+        self.work, self.phase, self.pending = work, "models", None
+        stop.restore()
+        self._old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # pragma: no cover - not the main thread
+                pass
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        return "SIGINT" if self.signal == signal.SIGINT else "SIGTERM"
+
+    def _message(self) -> str:
+        what = {"models": "while the models were saved", "report": "while the report was written"}[self.phase]
+        return (f"stopped at once (second signal) {what}; training had finished: pldrop compare --resume --out "
+                f"{self.work} trains nothing more, saves the models and writes the report")
+
+    def _handle(self, signum, frame):
+        from .loop import Interrupted
+
+        if self.signal is None or self.phase == "swap":  # the swap is two renames: never cut in two
+            self.signal = self.signal or signum
+            return
+        self.signal = signum
+        raise Interrupted(self.name, self._message())
+
+    def _unraisable(self, info) -> None:
+        from .loop import Interrupted
+
+        if isinstance(info.exc_value, Interrupted):
+            self.pending = info.exc_value
+        else:
+            self._old_hook(info)
+
+    def step(self, phase: str) -> None:
+        """The next phase begins (``report``, ``swap``); a swallowed second signal stops here."""
+        if self.pending is not None:
+            raise self.pending
+        self.phase = phase
+
+    def __enter__(self) -> "_Finishing":
+        self._old_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
+        return self
+
+    def __exit__(self, exc_type, *exc) -> bool:
+        import signal
+
+        sys.unraisablehook = self._old_hook
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        if exc_type is None and self.pending is not None:
+            raise self.pending
+        return False
 
 
 def _saved_configs(out: Path, arms: list[str], seeds: list[int]) -> dict[str, dict | None]:
@@ -242,50 +394,61 @@ def _saved_configs(out: Path, arms: list[str], seeds: list[int]) -> dict[str, di
     return base
 
 
+# what --report-only and --merge take besides the folders: rendering options, nothing that trains
+RENDER_OPTIONS = ("out", "report_only", "no_progress", "command", "run")
+
+
+def given_options(args, allowed=RENDER_OPTIONS) -> list[str]:
+    """The options given on the command line that are not in ``allowed``, as the user typed them
+    (``--max-steps``, ``key=value overrides``)."""
+    given = []
+    for dest, value in vars(args).items():
+        if dest in allowed or value is None or value is False or value == []:
+            continue
+        given.append("key=value overrides" if dest == "overrides" else "--" + dest.replace("_", "-"))
+    return sorted(given, key=lambda g: g == "key=value overrides")  # the flags first, as typed
+
+
 def rerender(args) -> int:
-    """``--report-only``: the report of a finished comparison, recomputed from its runs' metrics."""
+    """``--report-only``: the report of a finished comparison, recomputed from what its runs hold
+    (each run's config, summary and metrics, checked to have reached its budget), under its lock."""
     from ..errors import UserError
-    from .rundir import RunLock
+    from .finished import finished_runs, hold
 
     out: Path = args.out
-    clash = [f for f, on in (("--resume", args.resume), ("--overwrite", args.overwrite), ("--arms", args.arms),
-                             ("--seeds", args.seeds is not None), ("--seed", args.seed is not None),
-                             ("--config", args.config), ("key=value overrides", args.overrides)) if on]
+    clash = given_options(args)
     if clash:
-        raise UserError(f"--report-only trains nothing and takes the arms and seeds from {str(out)!r}: "
-                        f"leave out {' '.join(clash)}")
-    saved = _read_compare_file(out, "--report-only")
-    arms, seeds = saved["arms"], saved["seeds"]
-    old = read_results(out, "--report-only")
-    meta, unigram, layers = dict(old["meta"]), old["analysis"].get("unigram"), old["analysis"]["num_layers"]
-    base = _saved_configs(out, arms, seeds)
-    missing = [n for n, c in base.items() if c is None or not (out / n / "metrics.jsonl").is_file()]
-    if missing:
-        raise UserError(f"--report-only: {str(out / missing[0])!r} has no config.yaml or metrics.jsonl")
-    cfgs = run_configs(args, arms, seeds, base)
-    with RunLock(out):  # not while a process trains in it
+        raise UserError(f"--report-only trains nothing and renders what ran in {str(out)!r} with the settings it "
+                        f"ran with: leave out {' '.join(clash)}")
+    _read_compare_file(out, "--report-only")  # one line if it is not a comparison, before locking it
+    with hold(out, "--report-only"):  # not while a process trains or writes in it
+        saved = _read_compare_file(out, "--report-only")
+        arms, seeds = saved["arms"], saved["seeds"]
+        old = read_results(out, "--report-only", saved)
+        names = [run_name(a, s, len(seeds)) for s in seeds for a in arms]
+        runs = finished_runs(out, names, "--report-only", saved)
+        cfgs = {name: cfg for name, (cfg, _, _) in runs.items()}
+        meta = {**old["meta"], "summaries": {name: summary for name, (_, summary, _) in runs.items()}}
+        if meta.get("baseline") is not None and meta["baseline"] not in arms:
+            raise UserError(f"--report-only: {str(out / 'results.json')!r} is damaged (meta.baseline "
+                            f"{meta['baseline']!r} is not one of the arms {' '.join(arms)})")
         try:
-            results = write_report(out, cfgs, arms, seeds, unigram, meta, layers)
-        except ValueError as e:  # a metrics.jsonl line that is not JSON
-            raise UserError(f"--report-only: a run's metrics.jsonl in {str(out)!r} is damaged ({e})") from None
+            results = write_report(out, cfgs, arms, seeds, old["analysis"].get("unigram"), meta,
+                                   old["analysis"]["num_layers"])
+        except OSError as e:  # a read-only folder, a full disk
+            raise UserError(f"--report-only: cannot write the report in {str(out)!r} ({e.strerror or e})") from None
+        except ValueError as e:  # pragma: no cover - the runs' files were checked above
+            raise UserError(f"--report-only: a run's files in {str(out)!r} are damaged ({e})") from None
     print_summary(results)
     print(f"report: {out / 'report.md'}")
     return 0
 
 
-def read_results(out: Path, flag: str) -> dict:
-    """A finished comparison's ``results.json`` (with ``meta`` and ``analysis.num_layers``), or one line."""
-    from ..errors import UserError
+def read_results(out: Path, flag: str, saved: dict | None = None) -> dict:
+    """A finished comparison's ``results.json``, checked, or one line (:func:`pldrop.train.finished.read_results`)."""
+    from .finished import read_results as read
 
-    try:
-        res = json.loads((out / "results.json").read_text(encoding="utf-8"))
-        res["meta"], res["analysis"]["num_layers"]  # noqa: B018 -- what every reader needs
-    except FileNotFoundError:
-        raise UserError(f"{flag}: {str(out)!r} has no results.json: the comparison has not finished "
-                        f"(continue it with pldrop compare --resume --out {out})") from None
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UserError(f"{flag}: {str(out / 'results.json')!r} is damaged ({e})") from None
-    return res
+    return read(out, flag, saved)
 
 
 def _unigram(data) -> dict | None:
@@ -297,19 +460,9 @@ def _unigram(data) -> dict | None:
 
 
 def _read_compare_file(out: Path, flag: str = "--resume") -> dict:
-    from ..errors import UserError
+    from .finished import read_compare_file
 
-    path = out / COMPARE_FILE
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        if not (isinstance(saved, dict) and isinstance(saved.get("arms"), list) and saved["arms"]):
-            raise ValueError("no arms")
-        saved.setdefault("seeds", [0])
-    except FileNotFoundError:
-        raise UserError(f"{flag}: {str(out)!r} is not a pldrop compare folder (no {COMPARE_FILE})") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{flag}: {str(path)!r} is damaged ({e})") from None
-    return saved
+    return read_compare_file(out, flag)
 
 
 def _write_compare_file(work: Path, arms: list[str], seeds: list[int], resumed: bool, **extra) -> None:
@@ -383,7 +536,8 @@ def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigr
         return describe(cfgs[name], None if used is None else used == "bf16")
 
     settings = {arm: setting(arm) for arm in arms}
-    meta = {**meta, "seeds": seeds, "configs": {name: c.to_dict() for name, c in cfgs.items()}}
+    ran = [cfgs[run_name(arms[0], s, len(seeds))].seed for s in seeds]  # the seeds the runs trained with
+    meta = {**meta, "seeds": ran, "configs": {name: c.to_dict() for name, c in cfgs.items()}}
     return write_compare_report(out, records, settings, num_layers, unigram, meta)
 
 

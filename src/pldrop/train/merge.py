@@ -52,18 +52,39 @@ def recipe_difference(a: dict, b: dict) -> tuple[str, Any, Any] | None:
 
 
 def _source(src: Path) -> dict[str, Any]:
-    """A finished comparison's arms, seeds, recorded meta, unigram and depth (one line if it is not one)."""
-    from .compare import _read_compare_file, read_results
+    """A finished comparison (call it under :func:`~pldrop.train.finished.hold`): its arms, recorded
+    meta, unigram and depth, and each run's config, summary and corpus fingerprint, checked to have
+    reached its budget; the seeds are those its runs trained with. One line if it is not one."""
+    from ..errors import UserError
+    from .compare import _read_compare_file, read_results, run_name
+    from .finished import finished_runs
+    from .runfiles import _read_json
 
     saved = _read_compare_file(src, "--merge")
-    res = read_results(src, "--merge")
+    res = read_results(src, "--merge", saved)
     meta, unigram, layers = dict(res["meta"]), res["analysis"].get("unigram"), res["analysis"]["num_layers"]
     try:
         speed = {a: float(f["summary"]["time_per_sample_s"]) for a, f in res["analysis"]["arms"].items()}
     except (KeyError, TypeError, ValueError, AttributeError):
         speed = {}
-    return {"path": src, "arms": saved["arms"], "seeds": saved["seeds"], "meta": meta, "unigram": unigram,
-            "num_layers": layers, "speed": speed}
+    arms, listed = saved["arms"], saved["seeds"]
+    names = {s: [run_name(a, s, len(listed)) for a in arms] for s in listed}
+    runs = finished_runs(src, [n for ns in names.values() for n in ns], "--merge", saved)
+    seeds, by_seed = [], {}
+    for s, ns in names.items():
+        ran = {runs[n][0].seed for n in ns}
+        if len(ran) > 1:
+            raise UserError(f"--merge: the runs of seed {s} in {str(src)!r} trained with different seeds "
+                            f"({', '.join(map(str, sorted(ran)))}); it is not a comparison of one seed")
+        seed = ran.pop()
+        seeds.append(seed)
+        by_seed[seed] = {arm: n for arm, n in zip(arms, ns)}
+    prints = {}
+    for n in runs:
+        info = _read_json(src / n / "pldrop.json") if (src / n / "pldrop.json").is_file() else {}
+        prints[n] = info.get("corpus_fingerprint") if isinstance(info.get("corpus_fingerprint"), str) else None
+    return {"path": src, "arms": arms, "seeds": seeds, "by_seed": by_seed, "meta": meta, "unigram": unigram,
+            "num_layers": layers, "speed": speed, "runs": runs, "fingerprints": prints}
 
 
 def speed_mismatch(speeds: list[float | None], tolerance: float = SPEED_TOLERANCE) -> float | None:
@@ -81,30 +102,51 @@ def speed_mismatch(speeds: list[float | None], tolerance: float = SPEED_TOLERANC
 
 
 def merge(args) -> int:
-    """``--merge``: validate every group, then write the merged comparison (staged under --overwrite)."""
+    """``--merge``: validate every group under its lock, then write the merged comparison (staged under
+    --overwrite); the groups stay locked until it is written, so none changes while it is read."""
+    import contextlib
+
     from ..errors import UserError
-    from .cli import flat_flags
-    from .command_line import command_line
-    from .compare import _saved_configs, print_summary, run_configs, run_name
-    from .rundir import RunLock, check_out, staged
+    from .compare import _read_compare_file, given_options
+    from .finished import hold
 
     out: Path = args.out
-    given = [k for k, v in flat_flags(args).items() if v not in (None, False)]
-    clash = [f for f, on in (("--resume", args.resume), ("--report-only", args.report_only),
-                             ("--seeds", args.seeds is not None), ("--config", args.config),
-                             ("--paper-lrs", args.paper_lrs), ("--theta-bar", args.theta_bar is not None),
-                             ("--baseline-lr / --preln-lr / --pld-lr",
-                              any(x is not None for x in (args.baseline_lr, args.preln_lr, args.pld_lr))),
-                             ("training flags and overrides", given or args.overrides)) if on]
+    clash = given_options(args, allowed=("out", "merge", "arms", "overwrite", "no_progress", "command", "run"))
     if clash:
         raise UserError(f"--merge trains nothing and takes every setting from the comparisons it joins: "
-                        f"leave out {', '.join(clash)}")
+                        f"leave out {' '.join(clash)}")
     if len(args.merge) < 2:
         raise UserError("--merge: give two or more finished comparisons to join")
-    sources = [_source(Path(s)) for s in args.merge]
+    if args.arms and len(set(args.arms)) != len(args.arms):
+        raise UserError(f"--arms {' '.join(args.arms)}: each arm at most once")
+    for s in args.merge:  # as check_out does, but first: a group is never the place to write
+        src, real = Path(s).resolve(), out.resolve()
+        if real == src or real in src.parents or src in real.parents:
+            raise UserError(f"--out {str(out)!r} holds the run's input {str(s)!r}; choose another folder")
+    from .rundir import LOCK
+
+    if out.is_dir() and not out.is_symlink() and any(p.name != LOCK for p in out.iterdir()) and not args.overwrite:
+        raise UserError(f"--merge: --out {str(out)!r} already exists; choose another folder, or pass --overwrite "
+                        "to replace a comparison pldrop wrote")
+    with contextlib.ExitStack() as held:
+        sources, seen = [], {}  # each distinct folder read (and locked) once; the same group twice is found by its seeds
+        for s in args.merge:
+            key = Path(s).resolve()
+            if key not in seen:
+                _read_compare_file(Path(s), "--merge")  # one line if it is not a comparison, before locking it
+                held.enter_context(hold(Path(s), "--merge"))
+                seen[key] = _source(Path(s))
+            sources.append({**seen[key], "path": Path(s)})
+        return _merge(args, out, sources)
+
+
+def _merge(args, out: Path, sources: list[dict]) -> int:
+    from ..errors import UserError
+    from .command_line import command_line
+    from .compare import print_summary, run_name
+    from .rundir import RunLock, check_out, staged
+
     arms = args.arms or sources[0]["arms"]
-    if len(set(arms)) != len(arms):
-        raise UserError(f"--arms {' '.join(arms)}: each arm at most once")
     owner: dict[int, Path] = {}
     for s in sources:
         for arm in arms:
@@ -118,26 +160,30 @@ def merge(args) -> int:
             owner[seed] = s["path"]
     seeds = sorted(owner)
     # every run's config, under the name it gets in the merged folder
-    base, origin = {}, {}
+    cfgs, origin = {}, {}
     for s in sources:
-        configs = _saved_configs(s["path"], s["arms"], s["seeds"])
         for seed in s["seeds"]:
             for arm in arms:
-                src_name = run_name(arm, seed, len(s["seeds"]))
-                run = s["path"] / src_name
-                if configs[src_name] is None or not (run / "metrics.jsonl").is_file():
-                    raise UserError(f"--merge: {str(run)!r} has no config.yaml or metrics.jsonl")
+                src_name = s["by_seed"][seed][arm]
                 name = run_name(arm, seed, len(seeds))
-                base[name], origin[name] = configs[src_name], (s, src_name)
-    first = {arm: base[run_name(arm, seeds[0], len(seeds))] for arm in arms}
-    for name, cfg in base.items():
-        arm = cfg["model"]["arm"]
-        diff = recipe_difference(first[arm], cfg)
+                cfgs[name], origin[name] = s["runs"][src_name][0], (s, src_name)
+    first = {arm: cfgs[run_name(arm, seeds[0], len(seeds))].to_dict() for arm in arms}
+    for name, cfg in cfgs.items():
+        diff = recipe_difference(first[cfg.model.arm], cfg.to_dict())
         if diff is not None:
             raise UserError(f"--merge: {str(origin[name][0]['path'] / origin[name][1])!r} differs from "
                             f"{str(owner[seeds[0]])!r} in {diff[0]} ({diff[2]!r} vs {diff[1]!r}): not the same "
                             "recipe, so its seeds are not samples of one experiment")
-    if any(c["budget"].get("max_minutes") for c in base.values()):
+    ref_name = next(iter(origin))
+    ref_print = origin[ref_name][0]["fingerprints"][origin[ref_name][1]]
+    for name, (s, src_name) in origin.items():
+        fp = s["fingerprints"][src_name]
+        if ref_print and fp and fp != ref_print:
+            raise UserError(f"--merge: {str(s['path'] / src_name)!r} was trained on another corpus than "
+                            f"{str(origin[ref_name][0]['path'] / origin[ref_name][1])!r} (corpus fingerprint "
+                            f"{fp[:12]} vs {ref_print[:12]}): groups of different corpora are not seeds of one "
+                            "experiment")
+    if any(c.budget.max_minutes for c in cfgs.values()):
         ref = arms[0]
         ratio = speed_mismatch([s["speed"].get(ref) for s in sources])
         if ratio is not None:
@@ -149,14 +195,9 @@ def merge(args) -> int:
         raise UserError("--merge: the groups' models have different depths")
     check_out(out, resume=False, overwrite=args.overwrite, inputs=[s["path"] for s in sources])
 
-    cfgs = run_configs(args, arms, seeds, base)
     uni = [s["unigram"] for s in sources]
     unigram = None if None in uni else {k: sum(u[k] for u in uni) / len(uni) for k in ("loss", "accuracy")}
-    summaries = {}
-    for name, (s, src_name) in origin.items():
-        got = (s["meta"].get("summaries") or {}).get(src_name)
-        if got is not None:
-            summaries[name] = got
+    summaries = {name: s["runs"][src_name][1] for name, (s, src_name) in origin.items()}  # what each run says
     groups = [{"folder": str(s["path"]), "seeds": s["seeds"], "unigram": s["unigram"],
                **{k: s["meta"].get(k) for k in ("command", "machine", "load_start", "load_end")}} for s in sources]
     meta = {"command": command_line(), "machine": sources[0]["meta"].get("machine"),
@@ -173,8 +214,8 @@ def merge(args) -> int:
             try:
                 results = _write_merged(work, origin, cfgs, arms, seeds, unigram, meta, sources)
             except BaseException:
-                if stage is None and created:  # a new folder, made under this lock: a failed merge leaves nothing
-                    shutil.rmtree(out, ignore_errors=True)
+                if stage is None:  # a folder made (or found empty) under this lock: a failed merge leaves it so
+                    _remove_written(out, remove_folder=created)
                 raise
         if stage is not None:
             stage.commit()
@@ -185,6 +226,22 @@ def merge(args) -> int:
     print_summary(results)
     print(f"report: {out / 'report.md'}")
     return 0
+
+
+def _remove_written(out: Path, remove_folder: bool) -> None:
+    """After a failed merge: remove what it wrote in ``out`` (which held nothing else when it was locked)."""
+    from .rundir import LOCK
+
+    if remove_folder:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for entry in out.iterdir():
+        if entry.name == LOCK:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _write_merged(work: Path, origin: dict, cfgs: dict, arms: list[str], seeds: list[int], unigram, meta: dict,

@@ -132,6 +132,7 @@ class PretrainRun:
         self.rng_state: torch.Tensor | None = None
         self.metrics_file = self.writer = self.bar = None
         self.diverged: str | None = None  # lockstep: the message of a run that diverged (it stops, the others go on)
+        self.data_change_flag = True  # the command takes --allow-data-change (compare does not: its messages say so)
 
     # -- phase 1: data ---------------------------------------------------------------------------
 
@@ -300,8 +301,10 @@ class PretrainRun:
         change = {}
         if saved_fp and now_fp and saved_fp != now_fp:
             if not self.allow_data_change:
+                how = ("pass --allow-data-change to continue on the new text" if self.data_change_flag
+                       else "put the old text back, or train the new one in another --out")
                 raise UserError(f"--resume: the corpus changed since {str(self.out)!r} was trained (fingerprint "
-                                f"{saved_fp[:12]} -> {now_fp[:12]}); pass --allow-data-change to continue on the new text")
+                                f"{saved_fp[:12]} -> {now_fp[:12]}); {how}")
             change["corpus_fingerprint"] = [saved_fp, now_fp]
         try:
             saved_cfg = yaml.safe_load((self.out / "config.yaml").read_text(encoding="utf-8"))
@@ -579,6 +582,8 @@ class PretrainRun:
                        "horizon": self.horizon, "precision": "bf16" if self.bf16 else "fp32", **self.last_eval}
             if self.ctl is not None:
                 summary["gamma"] = self.ctl.gamma
+            if self.diverged is not None:  # lockstep: it stopped short of its budget, and the summary says why
+                summary["diverged"] = self.diverged
             atomic_write_text(self.out / "summary.json", json.dumps(finite_or_none(summary), indent=1, allow_nan=False))
         if self.world > 1:
             torch.distributed.barrier()
