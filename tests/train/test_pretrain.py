@@ -252,7 +252,8 @@ def test_config_file_and_resolved_config(tmp_path, capsys):
     assert main(["pretrain", "--corpus", CORPUS, "--out", str(out), *TINY, "--config", str(cfg), "pld.rule=uniform"]) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["optim"]["lr"] == 0.002 and saved["optim"]["schedule"] == "exp"
-    assert saved["pld"] == {"theta_bar": 0.7, "gamma": None, "rule": "uniform", "fixed": False, "rescale": True}
+    assert saved["pld"] == {"theta_bar": 0.7, "gamma": None, "rule": "uniform", "fixed": False, "rescale": True,
+                            "schedule": "pld", "cooldown": 0.2}
     assert saved["budget"]["max_steps"] == 3
     assert read_metrics(out / "metrics.jsonl")[0]["lr"] <= 0.002
 
