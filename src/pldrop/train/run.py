@@ -38,7 +38,7 @@ from ..schedule import gamma_for_steps
 from ..surgery import apply_pld
 from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, default_lr, dump_config
-from .distributed import any_rank, dist_setup
+from .distributed import any_rank, dist_setup, max_over_ranks
 from .evaluation import evaluate
 from .optim import horizon_for, lr_at, lr_at_fraction, param_groups
 from .runfiles import _get, _mark, _now, _read_json, _truncate_metrics, config_changes, finite_or_none
@@ -373,10 +373,11 @@ class PretrainRun:
     def budget_fraction(self) -> float | None:
         """Under a time budget (without budget.horizon_steps): training time / budget, the clock of the
         learning rate and θ; it only grows, so neither rises again when the load on the machine changes.
-        None for a step or sample budget (their clock is the step)."""
+        None for a step or sample budget (their clock is the step). Under torchrun every rank takes the
+        slowest rank's training time, so all set the same lr and θ (and draw the same gates)."""
         if not self.horizon_estimated:
             return None
-        return min(1.0, self.train_time / (self.cfg.budget.max_minutes * 60))
+        return min(1.0, max_over_ranks(self.train_time, self.world, self.device) / (self.cfg.budget.max_minutes * 60))
 
     @property
     def done(self) -> bool:
