@@ -105,7 +105,7 @@ class OptimConfig:
     beta2: float = 0.999
     eps: float = 1e-6
     schedule: str = "linear"  # linear: warm-up then linear decay; exp: warm-up then exponential decay (the paper); constant
-    warmup_ratio: float = 0.06  # warm-up steps as a share of the horizon
+    warmup_ratio: float = 0.06  # warm-up as a share of the horizon in steps; under a time budget, a share of the budget
     exp_decay_rate: float = 0.99  # exp schedule: lr multiplied by this every exp_decay_every steps
     exp_decay_every: int = 10
     clip_grad: float = 1.0  # max gradient norm; 0 = no clipping
