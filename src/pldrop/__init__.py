@@ -7,25 +7,31 @@
 
 from .controller import ProgressiveLayerDrop
 from .errors import UserError
-from .schedule import expected_kept, gamma_for_steps, keep_probs, mean_theta, theta
+from .schedule import (SCHEDULES, constant_theta, expected_kept, gamma_for_steps, keep_probs, mean_expected_kept,
+                       mean_theta, theta, theta_at_fraction, theta_at_step)
 from .surgery import apply_pld, find_block_lists, get_controller, remove_pld
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ProgressiveLayerDrop",
+    "SCHEDULES",
     "UserError",
     "apply_pld",
+    "constant_theta",
     "expected_kept",
     "find_block_lists",
     "from_deepspeed_config",
     "gamma_for_steps",
     "get_controller",
     "keep_probs",
+    "mean_expected_kept",
     "mean_theta",
     "remove_pld",
     "shrink",
     "theta",
+    "theta_at_fraction",
+    "theta_at_step",
 ]
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .schedule import RULES, check_gamma, check_num_layers, check_theta_bar, keep_probs, theta
+from .schedule import (DEFAULT_COOLDOWN, NEEDS_LENGTH, RULES, check_cooldown, check_gamma, check_num_layers,
+                       check_schedule, check_theta_bar, check_total_steps, keep_probs, theta_at_fraction,
+                       theta_at_step)
 
 _M64 = (1 << 64) - 1
 
@@ -54,7 +56,8 @@ class ProgressiveLayerDrop:
     """Keeps θ(t), the per-block keep probabilities and the gates of the latest forward.
 
     Made by :func:`pldrop.apply_pld`; call :meth:`step` with the global optimizer step once per
-    optimizer step (before the forwards of that step). Every training forward of the model
+    optimizer step (before the forwards of that step); under a time budget, also pass the fraction
+    of the budget used (``step(t, progress=f)``). Every training forward of the model
     draws one fresh set of gates (one per block); evaluation forwards draw none and run every
     block unscaled.
 
@@ -65,6 +68,11 @@ class ProgressiveLayerDrop:
         seed: seeds the gates; equal seeds give equal gates on every process.
         rule: ``"linear"`` (the paper) or ``"uniform"`` depth rule.
         rescale: divide each kept block's residual branches by its keep probability p.
+        schedule: the depth schedule, one of ``pld`` (θ(t), the default), ``cooldown``, ``constant``,
+            ``anneal`` (see :mod:`pldrop.schedule`).
+        total_steps: the run's length in optimizer steps; every schedule but ``pld`` needs it, unless
+            each :meth:`step` is given ``progress``.
+        cooldown: ``cooldown``'s fraction of the run spent going back to θ = 1, in (0, 1).
 
     Attributes:
         theta: θ for the current step.
@@ -88,9 +96,15 @@ class ProgressiveLayerDrop:
         seed: int = 0,
         rule: str = "linear",
         rescale: bool = True,
+        schedule: str = "pld",
+        total_steps: int | None = None,
+        cooldown: float = DEFAULT_COOLDOWN,
     ):
         self.theta_bar = check_theta_bar(theta_bar)
         self.gamma = check_gamma(gamma)
+        self.schedule = check_schedule(schedule)
+        self.total_steps = None if total_steps is None else check_total_steps(total_steps)
+        self.cooldown = check_cooldown(cooldown)
         if rule not in RULES:
             raise ValueError(f"rule={rule!r} is not known: it must be one of {', '.join(RULES)}")
         self.group_sizes = [check_num_layers(n) for n in group_sizes]
@@ -100,17 +114,40 @@ class ProgressiveLayerDrop:
         self.enabled = True
         self.blocks: list[Any] = []  # filled in by apply_pld: the switchable block modules
         self.output_structure: dict[type, int] = {}  # block class -> tuple length it returns (0: a tensor)
-        self.step(0)
+        # a schedule that needs the run's length and was given none starts at progress 0; its first
+        # step() must then bring the length (total_steps) or the progress
+        self.step(0, None if self._knows_length else 0.0)
 
     @property
     def num_layers(self) -> int:
         return sum(self.group_sizes)
 
-    def step(self, global_step: int) -> float:
-        """Set θ for the forwards of optimizer step ``global_step``; returns θ."""
+    @property
+    def _knows_length(self) -> bool:
+        return self.schedule not in NEEDS_LENGTH or self.total_steps is not None
+
+    def step(self, global_step: int, progress: float | None = None) -> float:
+        """Set θ for the forwards of optimizer step ``global_step``; returns θ.
+
+        Args:
+            global_step: the optimizer step (it also seeds the gates).
+            progress: the fraction of a time budget used so far (training time / budget), for runs
+                whose length is a time: θ then follows :func:`~pldrop.schedule.theta_at_fraction`
+                (``pld``: γ = 100 per budget, the paper's rule). None: θ follows the step
+                (:func:`~pldrop.schedule.theta_at_step` with ``gamma`` and ``total_steps``).
+        """
+        if progress is None and not self._knows_length:
+            raise ValueError(f"schedule={self.schedule!r} needs the run's length: pass total_steps= to apply_pld "
+                             "(or set ctl.total_steps), or give step() the progress of a time budget")
         self.global_step = int(global_step)
+        self.progress = None if progress is None else float(progress)
         self.micro_step = 0  # training forwards since this call (gradient accumulation)
-        self.hold(theta(self.global_step, self.theta_bar, self.gamma))
+        if self.progress is None:
+            th = theta_at_step(self.schedule, self.global_step, self.total_steps, self.theta_bar, self.gamma,
+                               self.cooldown)
+        else:
+            th = theta_at_fraction(self.schedule, self.progress, self.theta_bar, cooldown=self.cooldown)
+        self.hold(th)
         self.last_kept: list[bool] | None = None
         self._kept_this_step = [False] * self.num_layers
         return self.theta
@@ -169,6 +206,10 @@ class ProgressiveLayerDrop:
             "group_sizes": list(self.group_sizes),
             "global_step": self.global_step,
             "micro_step": self.micro_step,
+            "schedule": self.schedule,
+            "total_steps": self.total_steps,
+            "cooldown": self.cooldown,
+            "progress": self.progress,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -182,12 +223,18 @@ class ProgressiveLayerDrop:
         self.gamma = check_gamma(state["gamma"])
         self.seed, self.rule = int(state["seed"]), state["rule"]
         self.rescale, self.enabled = bool(state["rescale"]), bool(state.get("enabled", True))
-        self.step(state["global_step"])
+        # states written before depth schedules existed are the pld schedule
+        self.schedule = check_schedule(state.get("schedule", "pld"))
+        total = state.get("total_steps")
+        self.total_steps = None if total is None else check_total_steps(total)
+        self.cooldown = check_cooldown(state.get("cooldown", DEFAULT_COOLDOWN))
+        self.step(state["global_step"], state.get("progress"))
         self.micro_step = int(state.get("micro_step", 0))
 
     def __repr__(self) -> str:
         return (
             f"ProgressiveLayerDrop(blocks={self.num_layers}, theta_bar={self.theta_bar}, "
             f"gamma={self.gamma}, rule={self.rule!r}, rescale={self.rescale}, seed={self.seed}, "
+            f"schedule={self.schedule!r}, "
             f"step={self.global_step}, theta={self.theta:.4f})"
         )

@@ -9,6 +9,7 @@ from torch import nn
 
 from .block import SwitchableBlock, make_switchable, restore
 from .controller import ProgressiveLayerDrop
+from .schedule import DEFAULT_COOLDOWN
 
 # Attribute names HF models give their list of blocks: BERT/RoBERTa `encoder.layer`,
 # DistilBERT `transformer.layer`, GPT-2 `transformer.h`, Llama & co `model.layers`, ViT-like
@@ -73,6 +74,9 @@ def apply_pld(
     rule: str = "linear",
     rescale: bool = True,
     layers: str | Sequence[str] | None = None,
+    schedule: str = "pld",
+    total_steps: int | None = None,
+    cooldown: float = DEFAULT_COOLDOWN,
 ) -> ProgressiveLayerDrop:
     """Add Progressive Layer Dropping to ``model`` in place and return its controller.
 
@@ -91,6 +95,13 @@ def apply_pld(
         layers: dotted path(s) to the ``nn.ModuleList`` of blocks, for models where automatic
             search finds none or several (e.g. ``"encoder.block"``). Depth is counted within
             each list.
+        schedule: how θ moves over the run (:mod:`pldrop.schedule`): ``"pld"`` the paper's θ(t)
+            (default), ``"cooldown"`` θ(t) then back to 1 over the last fraction ``cooldown``,
+            ``"constant"`` one θ matched to ``pld``'s mean blocks per step, ``"anneal"`` drop rate
+            falling linearly from 1 - θ̄ to 0.
+        total_steps: the run's length in optimizer steps, needed by every schedule but ``pld``
+            (or give ``ctl.step(t, progress=fraction_of_budget)`` under a time budget).
+        cooldown: the fraction of the run ``cooldown`` spends going back to θ = 1, in (0, 1).
 
     Returns:
         The :class:`~pldrop.ProgressiveLayerDrop` controller.
@@ -127,7 +138,8 @@ def apply_pld(
             stacklevel=2,
         )
 
-    ctl = ProgressiveLayerDrop([len(lst) for lst in lists], theta_bar, gamma, seed, rule, rescale)
+    ctl = ProgressiveLayerDrop([len(lst) for lst in lists], theta_bar, gamma, seed, rule, rescale, schedule=schedule,
+                               total_steps=total_steps, cooldown=cooldown)
     for i, block in enumerate(blocks):
         make_switchable(block, ctl, i)
     ctl.blocks = blocks

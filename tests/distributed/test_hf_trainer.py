@@ -66,6 +66,17 @@ def test_trainer_callback_follows_schedule(tmp_path):
     assert len(untouched) >= 2 and all(untouched)
 
 
+def test_trainer_gives_a_depth_schedule_the_runs_length(tmp_path):
+    model = tiny_model()
+    ctl = pldrop.apply_pld(model, theta_bar=THETA_BAR, seed=1, schedule="anneal")  # no total_steps
+    trainer = make_trainer(tmp_path, model, callbacks=[PLDCallback()])
+    trainer.train()
+    assert ctl.total_steps == STEPS
+    thetas = [h["pld/theta"] for h in trainer.state.log_history if "loss" in h]
+    assert thetas == pytest.approx([pldrop.theta_at_step("anneal", s, STEPS, THETA_BAR) for s in range(STEPS)])
+    assert thetas[-1] == 1.0
+
+
 def test_add_pld_callback_reaches_reporters(tmp_path):
     """Reporters run before callbacks given in callbacks=; add_pld_callback puts PLD first."""
     model = tiny_model(layers=2)

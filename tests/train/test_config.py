@@ -56,6 +56,14 @@ BAD_OVERRIDES = [
     ("pld.theta_bar=nan", "pld.theta_bar=nan"),
     ("pld.theta_bar=0", "pld.theta_bar=0.0"),
     ("pld.gamma=.inf", "pld.gamma"),
+    ("pld.schedule=cosine", "pld.schedule='cosine' is not a depth schedule: use one of pld, cooldown, constant, anneal"),
+    ("pld.schedule=", "pld.schedule=None is not allowed"),
+    ("pld.cooldown=0", "pld.cooldown=0.0 is out of range: must be a fraction of the run in (0, 1)"),
+    ("pld.cooldown=1", "pld.cooldown=1.0 is out of range"),
+    ("pld.cooldown=1.5", "pld.cooldown=1.5 is out of range"),
+    ("pld.cooldown=-0.2", "pld.cooldown=-0.2 is out of range"),
+    ("pld.cooldown=nan", "pld.cooldown=nan is out of range"),
+    ("pld.cooldown=soon", "pld.cooldown='soon' must be a number"),
     ("budget.max_minutes=.inf", "budget.max_minutes=inf"),
     ("budget.max_minutes=nan", "budget.max_minutes=nan"),
     ("budget.max_steps=.inf", "must be an integer"),
@@ -74,6 +82,25 @@ def test_bad_values_are_one_line_errors(item, expected):
     with pytest.raises(UserError) as e:
         load_config(None, [item])
     assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("items,expected", [
+    (["pld.schedule=constant", "pld.fixed=true"], "pld.fixed holds θ at θ̄ and cannot follow pld.schedule=constant"),
+    (["pld.schedule=anneal", "pld.gamma=0.01", "budget.max_minutes=5"], "pld.gamma=0.01 is out of range: γ is per step"),
+])
+def test_schedule_combinations_that_contradict_each_other(items, expected):
+    with pytest.raises(UserError) as e:
+        load_config(None, items)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+
+
+def test_schedule_keys_accepted():
+    assert (load_config(None).pld.schedule, load_config(None).pld.cooldown) == ("pld", 0.2)
+    cfg = load_config(None, ["pld.schedule=cooldown", "pld.cooldown=0.35"])
+    assert (cfg.pld.schedule, cfg.pld.cooldown) == ("cooldown", 0.35)
+    # γ per step is fine where the schedule's clock is the step
+    assert load_config(None, ["pld.schedule=anneal", "pld.gamma=0.01", "budget.max_steps=5"]).pld.gamma == 0.01
+    assert load_config(None, ["pld.gamma=0.01", "budget.max_minutes=5"]).pld.schedule == "pld"
 
 
 def test_edge_values_accepted():

@@ -252,7 +252,8 @@ def test_config_file_and_resolved_config(tmp_path, capsys):
     assert main(["pretrain", "--corpus", CORPUS, "--out", str(out), *TINY, "--config", str(cfg), "pld.rule=uniform"]) == 0
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["optim"]["lr"] == 0.002 and saved["optim"]["schedule"] == "exp"
-    assert saved["pld"] == {"theta_bar": 0.7, "gamma": None, "rule": "uniform", "fixed": False, "rescale": True}
+    assert saved["pld"] == {"theta_bar": 0.7, "gamma": None, "rule": "uniform", "fixed": False, "rescale": True,
+                            "schedule": "pld", "cooldown": 0.2}
     assert saved["budget"]["max_steps"] == 3
     assert read_metrics(out / "metrics.jsonl")[0]["lr"] <= 0.002
 
@@ -341,3 +342,60 @@ def test_fixed_rate_ablation_holds_theta(tmp_path):
     recs = read_metrics(out / "metrics.jsonl")
     assert [r["theta"] for r in recs] == [0.7, 0.7, 0.7]  # no progressive schedule: θ̄ from step 0
     assert recs[0]["expected_kept"] == pytest.approx(sum(__import__("pldrop").keep_probs(0.7, 2)))
+
+
+@pytest.mark.parametrize("schedule", ["pld", "cooldown", "constant", "anneal"])
+def test_depth_schedules_log_theta(tmp_path, schedule):
+    import pldrop
+
+    out = tmp_path / schedule
+    T = 5
+    assert _pretrain(out, "--max-steps", str(T), "--eval-every", "5", f"pld.schedule={schedule}") == 0
+    recs = read_metrics(out / "metrics.jsonl")
+    thetas = [r["theta"] for r in recs]
+    g = pldrop.gamma_for_steps(T)
+    assert thetas == [pldrop.theta_at_step(schedule, t, T, 0.5, g) for t in range(T)]
+    if schedule == "pld":  # the default, untouched: DeepSpeed's θ(t) with γ = 100/T
+        assert thetas == [pldrop.theta(t, 0.5, g) for t in range(T)]
+    if schedule in ("cooldown", "anneal"):
+        assert thetas[-1] == 1.0 and recs[-1]["expected_kept"] == 2.0  # the last step trains the full model
+    if schedule == "constant":
+        assert set(thetas) == {pldrop.constant_theta(T, 0.5)}
+        assert recs[0]["expected_kept"] == pytest.approx(
+            sum(pldrop.expected_kept(pldrop.theta(t, 0.5, g), 2) for t in range(T)) / T)
+    assert json.loads((out / "pldrop.json").read_text())["schedule"] == schedule
+    assert json.loads((out / "summary.json").read_text())["schedule"] == schedule
+
+
+@pytest.mark.parametrize("schedule", ["cooldown", "anneal"])
+def test_resume_is_exact_with_a_depth_schedule(tmp_path, schedule):
+    """A run resumed from a checkpoint before its cooldown (the state a kill after that save leaves)
+    logs the same losses and θ as the run trained in one go."""
+    args = ["--max-steps", "8", "--save-every", "4", "--eval-every", "4", "model.dropout=0.1",
+            f"pld.schedule={schedule}", "pld.cooldown=0.3"]
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    assert _pretrain(full, *args) == 0
+    assert _pretrain(cut, *args) == 0
+    ckpts = cut / "checkpoints"
+    (ckpts / "latest.json").write_text(json.dumps({"checkpoint": "step-0000004", "step": 4}))
+    import shutil
+
+    shutil.rmtree(ckpts / "step-0000008")
+    (cut / "summary.json").unlink()
+    assert main(["pretrain", "--out", str(cut), "--resume", "--no-progress"]) == 0
+    a, b = read_metrics(full / "metrics.jsonl"), read_metrics(cut / "metrics.jsonl")
+    assert [r["step"] for r in b] == list(range(1, 9))
+    for key in ("loss", "theta", "lr", "blocks_run", "val_loss"):
+        assert [r.get(key) for r in a] == [r.get(key) for r in b], key
+    assert b[-1]["theta"] == 1.0  # the last step at full depth
+    if schedule == "cooldown":  # resumed at step 4, before the ramp (from progress 0.7 = step 4.9)
+        assert b[4]["theta"] == 0.5 and 0.5 < b[5]["theta"] < 1.0
+
+
+def test_compare_takes_a_depth_schedule(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--corpus", CORPUS, "--out", str(out), *TINY, "--arms", "preln", "pld", "--max-steps", "4",
+                 "--eval-every", "2", "pld.schedule=anneal"]) == 0
+    recs = read_metrics(out / "pld" / "metrics.jsonl")
+    assert [r["theta"] for r in recs] == pytest.approx([0.5, 2 / 3, 5 / 6, 1.0])
+    assert "schedule anneal" in (out / "report.md").read_text()

@@ -7,6 +7,8 @@
 
 What the callback does, per Trainer event (transformers 5.x):
 
+- ``on_train_begin``: a controller without ``total_steps`` gets the Trainer's ``max_steps`` (the run's
+  length, which every depth schedule but ``pld`` needs).
 - ``on_step_begin`` (first micro-batch of each optimizer step): ``ctl.step(state.global_step)``,
   so θ follows the optimizer step and gates stay a function of (seed, step, micro-step, block):
   every DDP rank draws the same gates, and a resumed run draws the gates an unbroken run draws.
@@ -60,6 +62,8 @@ class PLDCallback(TrainerCallback):
                     "call pldrop.apply_pld(model, ...) before building the Trainer, or pass PLDCallback(ctl)"
                 )
         check_training_args(args, model)
+        if self.ctl.total_steps is None and getattr(state, "max_steps", 0):  # a depth schedule's run length
+            self.ctl.total_steps = int(state.max_steps)
         self.ctl.step(state.global_step)
 
     def on_step_begin(self, args, state, control, **kwargs):

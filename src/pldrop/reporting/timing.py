@@ -28,7 +28,7 @@ from typing import Any, Callable
 import torch
 
 from ..models import build_model, masked_lm_loss
-from ..schedule import gamma_for_steps, keep_probs, theta
+from ..schedule import DEFAULT_COOLDOWN, gamma_for_steps, keep_probs, theta_at_step
 from ..surgery import apply_pld
 
 TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
@@ -212,14 +212,17 @@ def time_steps(
     return result
 
 
-def schedule_saving(result: dict[str, Any], total_steps: int, theta_bar: float = 0.5) -> dict[str, float]:
-    """Average predicted saving over a whole run (θ from 1 to θ̄, γ = 100/T), from measured costs."""
+def schedule_saving(result: dict[str, Any], total_steps: int, theta_bar: float = 0.5, schedule: str = "pld",
+                    cooldown: float = DEFAULT_COOLDOWN) -> dict[str, float]:
+    """Average predicted saving over a whole run under a depth schedule (``pld``: θ from 1 to θ̄,
+    γ = 100/T), from measured costs."""
     L = result["settings"]["layers"]
     t_full, t_fixed, t_block = result["median_s"]["untouched"], result["median_s"]["fixed"], result["block_s"]
     g = gamma_for_steps(total_steps)
-    per_step = [t_fixed + sum(keep_probs(theta(t, theta_bar, g), L)) * t_block for t in range(total_steps)]
+    per_step = [t_fixed + sum(keep_probs(theta_at_step(schedule, t, total_steps, theta_bar, g, cooldown), L)) * t_block
+                for t in range(total_steps)]
     avg = statistics.fmean(per_step)
-    return {"total_steps": total_steps, "theta_bar": theta_bar, "gamma": g, "mean_step_s": avg,
+    return {"total_steps": total_steps, "theta_bar": theta_bar, "gamma": g, "schedule": schedule, "mean_step_s": avg,
             "saving": 1 - avg / t_full}
 
 

@@ -20,6 +20,7 @@ corpus sources (--corpus, repeatable):
 config keys (YAML file and/or key=value overrides), e.g.
   optim.lr=5e-4  optim.schedule=exp  optim.grad_accum=4  optim.precision=bf16  model.compile=true
   pld.theta_bar=0.5  pld.gamma=0.001  pld.rule=uniform  pld.fixed=true
+  pld.schedule=pld|cooldown|constant|anneal  pld.cooldown=0.2   (depth schedule: docs/method.md)
   data.vocab_size=16000  data.seq_len=256  model.config_file=bert.json  eval_every=50
 the resolved config is written to OUT/config.yaml.
 

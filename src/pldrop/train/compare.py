@@ -509,6 +509,8 @@ def describe(cfg, bf16: bool | None = None) -> str:
     budget = (f"{b.max_steps} steps" if b.max_steps else f"{b.max_samples} samples" if b.max_samples
               else f"{b.max_minutes:g} min")
     pld = f", θ̄={cfg.pld.theta_bar}" if cfg.model.uses_pld else ""
+    if cfg.model.uses_pld and cfg.pld.schedule != "pld":  # the default pld schedule goes unsaid, as before
+        pld += f", schedule {cfg.pld.schedule}" + (f" {cfg.pld.cooldown:g}" if cfg.pld.schedule == "cooldown" else "")
     precision = cfg.optim.precision if bf16 is None else f"{'bf16' if bf16 else 'fp32'} ({cfg.optim.precision})"
     return (f"preset {cfg.model.preset}, lr {lr:g}, batch {cfg.optim.batch_size}, seq {cfg.data.seq_len}, "
             f"dropout {cfg.model.dropout:g}, precision {precision}, budget {budget}{pld}")

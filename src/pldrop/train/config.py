@@ -20,6 +20,7 @@ import yaml
 
 from ..errors import UserError
 from ..models import ARMS, PRESETS
+from ..schedule import DEFAULT_COOLDOWN, SCHEDULES
 
 
 def _check(ok: bool, key: str, value: Any, accepted: str) -> None:
@@ -104,7 +105,7 @@ class OptimConfig:
     beta2: float = 0.999
     eps: float = 1e-6
     schedule: str = "linear"  # linear: warm-up then linear decay; exp: warm-up then exponential decay (the paper); constant
-    warmup_ratio: float = 0.06  # warm-up steps as a share of the horizon
+    warmup_ratio: float = 0.06  # warm-up as a share of the horizon in steps; under a time budget, a share of the budget
     exp_decay_rate: float = 0.99  # exp schedule: lr multiplied by this every exp_decay_every steps
     exp_decay_every: int = 10
     clip_grad: float = 1.0  # max gradient norm; 0 = no clipping
@@ -143,9 +144,17 @@ class PLDConfig:
     rule: str = "linear"  # linear (paper: low blocks kept more) or uniform
     fixed: bool = False  # hold θ at θ̄ from step 0 (ablation: no progressive schedule)
     rescale: bool = True  # divide kept blocks' branches by their keep probability
+    schedule: str = "pld"  # depth schedule: pld (θ(t), the paper) | cooldown (θ(t), then back to 1) | constant (matched mean) | anneal (drop rate to 0)
+    cooldown: float = DEFAULT_COOLDOWN  # cooldown: the last fraction of the run over which θ ramps back to 1 (provisional default)
 
     def __post_init__(self):
         _check(0 < self.theta_bar <= 1, "pld.theta_bar", self.theta_bar, "must be in (0, 1]")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"pld.schedule={self.schedule!r} is not a depth schedule: use one of {', '.join(SCHEDULES)}")
+        _check(_finite(self.cooldown) and 0 < self.cooldown < 1, "pld.cooldown", self.cooldown,
+               "must be a fraction of the run in (0, 1)")
+        _check(not (self.fixed and self.schedule != "pld"), "pld.fixed", self.fixed,
+               f"pld.fixed holds θ at θ̄ and cannot follow pld.schedule={self.schedule}; use one of the two")
         if self.gamma is not None:
             _check(self.gamma >= 0 and math.isfinite(self.gamma), "pld.gamma", self.gamma, "must be >= 0")
         _check(self.rule in ("linear", "uniform"), "pld.rule", self.rule, "use linear or uniform")
@@ -195,6 +204,11 @@ class TrainConfig:
         _check(0 <= self.seed < SEED_LIMIT, "seed", self.seed, f"must be in [0, 2**63) = [0, {SEED_LIMIT})")
         if self.threads is not None:
             _check(self.threads >= 1, "threads", self.threads, "must be >= 1 (leave it unset for torch's choice)")
+        b = self.budget
+        _check(not (self.pld.gamma is not None and self.pld.schedule != "pld" and b.max_minutes is not None
+                    and b.horizon_steps is None), "pld.gamma", self.pld.gamma,
+               f"γ is per step, but pld.schedule={self.pld.schedule} under a time budget follows the fraction of the "
+               "budget used; leave pld.gamma unset (100 per budget, the paper's rule) or set budget.horizon_steps")
         if self.model.config_file is not None:
             from ..models import check_config_file
 

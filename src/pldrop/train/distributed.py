@@ -35,6 +35,15 @@ def any_rank(flag: bool, world: int, device) -> bool:
     return bool(t.item())
 
 
+def max_over_ranks(value: float, world: int, device) -> float:
+    """The largest ``value`` over all ranks, on every rank (one all-reduce; free in one process)."""
+    if world == 1:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return float(t.item())
+
+
 def dist_teardown() -> None:
     """Leave the process group cleanly (a no-op in one process); call it on every rank at the end.
 

@@ -43,8 +43,16 @@ def recipe_difference(a: dict, b: dict) -> tuple[str, Any, Any] | None:
     True
     >>> recipe_difference({"optim": {"lr": 1e-3}}, {"optim": {"lr": 2e-3}})
     ('optim.lr', 0.001, 0.002)
+
+    A key that a later pldrop added (e.g. ``pld.schedule``) reads as its default in an older config:
+
+    >>> recipe_difference({"pld": {"theta_bar": 0.5}}, {"pld": {"theta_bar": 0.5, "schedule": "pld"}}) is None
+    True
     """
-    fa, fb = flatten(a), flatten(b)
+    from .config import TrainConfig
+
+    defaults = flatten(TrainConfig().to_dict())
+    fa, fb = {**defaults, **flatten(a)}, {**defaults, **flatten(b)}
     for key in sorted(set(fa) | set(fb)):
         if key not in NOT_RECIPE and fa.get(key) != fb.get(key):
             return key, fa.get(key), fb.get(key)

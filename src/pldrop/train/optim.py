@@ -28,6 +28,32 @@ def lr_at(step: int, peak: float, horizon: int, schedule: str, warmup_ratio: flo
     return peak * max(0.0, (horizon - step) / max(1, horizon - warmup))
 
 
+def lr_at_fraction(fraction: float, peak: float, schedule: str, warmup_ratio: float, decay_rate: float = 0.99,
+                   decay_every: int = 10, steps_after_warmup: int = 0) -> float:
+    """Learning rate under a time budget, where ``fraction`` = training time / budget.
+
+    The same shapes as :func:`lr_at`, with the fraction of the budget in place of step / horizon:
+    warm-up over the first ``warmup_ratio`` of the budget (a fraction of the budget, not of steps:
+    lr = peak·fraction/warmup_ratio, so the first step, at fraction 0, takes lr 0), then linear decay to 0
+    at the budget's end, or constant. As training time only grows, the learning rate never rises after
+    the warm-up, whatever the load on the machine. ``exp`` decays by ``decay_rate`` every
+    ``decay_every`` steps counted from the end of the warm-up (``steps_after_warmup``).
+
+    >>> [round(lr_at_fraction(f, 1.0, "linear", 0.1), 3) for f in (0.0, 0.05, 0.1, 0.55, 1.0)]
+    [0.0, 0.5, 1.0, 0.5, 0.0]
+    >>> lr_at_fraction(0.5, 1.0, "constant", 0.1), round(lr_at_fraction(0.5, 1.0, "exp", 0.1, 0.5, 10, 20), 3)
+    (1.0, 0.25)
+    """
+    f = min(1.0, max(0.0, fraction))
+    if f < warmup_ratio:
+        return peak * f / warmup_ratio
+    if schedule == "constant":
+        return peak
+    if schedule == "exp":
+        return peak * decay_rate ** (steps_after_warmup / decay_every)
+    return peak * max(0.0, (1.0 - f) / (1.0 - warmup_ratio))
+
+
 def horizon_for(budget, global_batch: int) -> int | None:
     """Steps the lr schedule and γ = 100/T assume, from a step or sample budget (None: a time budget).
 

@@ -38,13 +38,13 @@ from ..schedule import gamma_for_steps
 from ..surgery import apply_pld
 from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig, default_lr, dump_config
-from .distributed import any_rank, dist_setup
+from .distributed import any_rank, dist_setup, max_over_ranks
 from .evaluation import evaluate
-from .optim import horizon_for, lr_at, param_groups
+from .optim import horizon_for, lr_at, lr_at_fraction, param_groups
 from .rundir import recording
 from .runfiles import _get, _mark, _now, _read_json, _truncate_metrics, config_changes, finite_or_none
 
-HORIZON_WINDOW = 30  # time budgets: the horizon is re-estimated each step from the median of this many recent steps (robust to load spikes)
+HORIZON_WINDOW = 30  # time budgets: the horizon (a record, not the lr's clock) is re-estimated each step from the median of this many recent steps
 IDENTITY_KEYS = ("model.arm", "model.preset", "model.config_file", "data.seq_len", "data.corpus",
                  "data.lowercase", "data.vocab_size", "seed")
 
@@ -127,6 +127,7 @@ class PretrainRun:
         self.main = self.rank == 0
         self.show_progress = progress if progress is not None else os.isatty(2)
         self.step_count, self.samples, self.train_time, self.flops = 0, 0, 0.0, 0.0
+        self.warmup_steps = 0  # time budgets: steps taken in the warm-up (the exp schedule decays from its end)
         self.last_eval: dict[str, float] = {}
         self.step_times: list[float] = []
         self.rng_state: torch.Tensor | None = None
@@ -184,6 +185,10 @@ class PretrainRun:
                 if not m.uses_pld:
                     raise UserError(f"the DeepSpeed config enables progressive_layer_drop, but arm {m.arm!r} has "
                                     "no PLD; use --arm pld (or postln-pld), or disable it in the config")
+                if cfg.pld.schedule != "pld":
+                    raise UserError(f"the DeepSpeed config's progressive_layer_drop block is the pld schedule, not "
+                                    f"pld.schedule={cfg.pld.schedule}; disable the block (and set pld.theta_bar) to "
+                                    "use another schedule")
                 cfg.pld.theta_bar, cfg.pld.gamma = ds_pld["theta_bar"], ds_pld["gamma"]
         drop = {"hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": m.dropout}
         self.model = build_model(m.arm, len(self.data.tokenizer), m.preset, m.config_file, d.seq_len, cfg.seed,
@@ -193,8 +198,9 @@ class PretrainRun:
         self.num_layers = int(self.model.config.num_hidden_layers)
         self.ctl = None
         if m.uses_pld:
+            # the run's length (total_steps) and γ follow in set_horizon, once the budget is known
             self.ctl = apply_pld(self.model, theta_bar=cfg.pld.theta_bar, gamma=0.0, seed=cfg.seed, rule=cfg.pld.rule,
-                                 rescale=cfg.pld.rescale)
+                                 rescale=cfg.pld.rescale, schedule=cfg.pld.schedule, cooldown=cfg.pld.cooldown)
         self.bf16 = self._resolve_precision()
         if m.compile:
             from ..compile import compile_blocks
@@ -256,7 +262,9 @@ class PretrainRun:
         self.horizon_estimated = horizon_for(b, self.global_batch) is None  # a time budget
         self.pld_info = {"enabled": self.ctl is not None, "arm": self.cfg.model.arm,
                          "theta_bar": self.cfg.pld.theta_bar, "gamma": None, "rule": self.cfg.pld.rule,
-                         "rescale": self.cfg.pld.rescale, "fixed": self.cfg.pld.fixed, "precision":
+                         "rescale": self.cfg.pld.rescale, "fixed": self.cfg.pld.fixed,
+                         "schedule": self.cfg.pld.schedule, "cooldown": self.cfg.pld.cooldown,
+                         "clock": "fraction of the time budget" if self.horizon_estimated else "steps", "precision":
                          "bf16" if self.bf16 else "fp32", "corpus_fingerprint": self.data.meta.get("corpus_fingerprint"),
                          "paper": "https://arxiv.org/abs/2010.13369", "resumes": []}
         if self.resume:
@@ -324,9 +332,12 @@ class PretrainRun:
             self.train_time, self.flops = float(state["train_time"]), float(state["flops"])
             self.horizon = int(state["horizon"])
             self.step_times = list(state.get("step_times", []))
+            self.warmup_steps = int(state.get("warmup_steps", 0))
             self.last_eval = dict(state.get("last_eval") or {})
             if self.ctl is not None and state.get("pld"):
                 self.ctl.load_state_dict(state["pld"])
+                # the resolved config (a change is recorded below) says which schedule the next steps follow
+                self.ctl.schedule, self.ctl.cooldown = self.cfg.pld.schedule, self.cfg.pld.cooldown
         else:
             print(f"pldrop: {str(self.out)!r} holds no checkpoint yet (interrupted before its first save): "
                   "starting it again from step 0", file=sys.stderr)
@@ -365,6 +376,16 @@ class PretrainRun:
         self.horizon = max(1, int(h))
         if self.ctl is not None:
             self.ctl.gamma = self.cfg.pld.gamma if self.cfg.pld.gamma is not None else gamma_for_steps(self.horizon)
+            self.ctl.total_steps = self.horizon  # the step clock's run length (cooldown, constant, anneal)
+
+    def budget_fraction(self) -> float | None:
+        """Under a time budget (without budget.horizon_steps): training time / budget, the clock of the
+        learning rate and θ; it only grows, so neither rises again when the load on the machine changes.
+        None for a step or sample budget (their clock is the step). Under torchrun every rank takes the
+        slowest rank's training time, so all set the same lr and θ (and draw the same gates)."""
+        if not self.horizon_estimated:
+            return None
+        return min(1.0, max_over_ranks(self.train_time, self.world, self.device) / (self.cfg.budget.max_minutes * 60))
 
     @property
     def done(self) -> bool:
@@ -394,11 +415,18 @@ class PretrainRun:
         cfg, o, d = self.cfg, self.cfg.optim, self.cfg.data
         ctl, step = self.ctl, self.step_count
         t0 = time.perf_counter()
-        if ctl is not None:  # θ(t) for this step
-            ctl.step(step)
+        frac = self.budget_fraction()  # None: the step is the clock
+        if ctl is not None:  # θ for this step; an explicit γ is per step, so θ(t) then follows the step
+            ctl.step(step, progress=frac if cfg.pld.gamma is None else None)
             if cfg.pld.fixed:  # ablation: θ held at θ̄ from the start
                 ctl.hold(cfg.pld.theta_bar)
-        lr = lr_at(step, self.peak_lr, self.horizon, o.schedule, o.warmup_ratio, o.exp_decay_rate, o.exp_decay_every)
+        if frac is None:
+            lr = lr_at(step, self.peak_lr, self.horizon, o.schedule, o.warmup_ratio, o.exp_decay_rate,
+                       o.exp_decay_every)
+        else:
+            lr = lr_at_fraction(frac, self.peak_lr, o.schedule, o.warmup_ratio, o.exp_decay_rate, o.exp_decay_every,
+                                step - self.warmup_steps)
+            self.warmup_steps += int(frac < o.warmup_ratio)
         for g in self.optimizer.param_groups:
             g["lr"] = lr
         loss_sum, correct, masked, blocks_run = 0.0, 0, 0, 0.0
@@ -436,9 +464,9 @@ class PretrainRun:
         dt = time.perf_counter() - t0
         self.train_time += dt
         self.step_times.append(dt)
-        # time budgets: horizon = steps so far + remaining time / recent step time, so the lr decay
-        # and θ(t) (γ = 100/T) follow the fraction of the budget spent; the first step (allocator
-        # and thread-pool warm-up) is left out of the estimate
+        # time budgets: horizon = steps so far + remaining time / recent step time, a record of the steps
+        # the run will take (the lr and θ follow the fraction of the budget used, not this estimate);
+        # the first step (allocator and thread-pool warm-up) is left out of the estimate
         if self.horizon_estimated:
             recent = self.step_times[1:][-HORIZON_WINDOW:] or self.step_times
             left = max(0.0, self.cfg.budget.max_minutes * 60 - self.train_time)
@@ -447,6 +475,8 @@ class PretrainRun:
                   "samples_per_s": self.global_batch / dt, "wall": self.train_time, "flops": self.flops,
                   "mlm_accuracy": correct / max(1, masked), "blocks_run": blocks_run,
                   "theta": ctl.theta if ctl is not None else 1.0, "horizon": self.horizon}
+        if frac is not None:
+            record["budget_fraction"] = frac  # where this step started: the lr's and θ's clock
         if ctl is not None:
             record["expected_kept"] = ctl.expected_kept
         return record
@@ -514,7 +544,8 @@ class PretrainRun:
         state = {"step": self.step_count, "samples": self.samples, "train_time": self.train_time,
                  "flops": self.flops, "horizon": self.horizon, "arm": self.cfg.model.arm,
                  "pld": self.ctl.state_dict() if self.ctl is not None else None,
-                 "step_times": self.step_times[-HORIZON_WINDOW - 1:], "last_eval": finite_or_none(self.last_eval)}
+                 "step_times": self.step_times[-HORIZON_WINDOW - 1:], "last_eval": finite_or_none(self.last_eval),
+                 "warmup_steps": self.warmup_steps}
         from .rundir import collect_stale_tmp
 
         root = self.out / "checkpoints"
@@ -582,6 +613,7 @@ class PretrainRun:
                        "horizon": self.horizon, "precision": "bf16" if self.bf16 else "fp32", **self.last_eval}
             if self.ctl is not None:
                 summary["gamma"] = self.ctl.gamma
+                summary["schedule"] = self.ctl.schedule
             if self.diverged is not None:  # lockstep: it stopped short of its budget, and the summary says why
                 summary["diverged"] = self.diverged
             atomic_write_text(self.out / "summary.json", json.dumps(finite_or_none(summary), indent=1, allow_nan=False))
