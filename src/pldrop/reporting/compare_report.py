@@ -432,6 +432,10 @@ def render_compare(results: dict[str, Any]) -> str:
               "`pldrop.reporting.compare_report.render_compare(results.json)`.", ""]
     lines += comparison_sections(an, labels)
     lines += [f"![{p}]({p})" for p in results.get("plots", [])] + [""]
+    if results.get("depth"):  # reports written before depth curves have none, and render as they were
+        from .depth_cmd import render_depth
+
+        lines += render_depth(results["depth"], labels)
     return "\n".join(lines)
 
 
@@ -483,7 +487,8 @@ def _finite(o: Any) -> Any:
 
 
 def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_arm: dict[str, str], num_layers: int,
-                         unigram: dict[str, float] | None, meta: dict[str, Any]) -> dict[str, Any]:
+                         unigram: dict[str, float] | None, meta: dict[str, Any],
+                         depth: dict[str, Any] | None = None) -> dict[str, Any]:
     """`pldrop compare`'s output: ``results.json``, ``report.md`` and plots in ``out``.
 
     Args:
@@ -495,6 +500,8 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
         unigram: ``{"loss", "accuracy"}`` of the tokenizer's unigram guesser, or None.
         meta: ``command``, ``machine``, ``load_start``, ``load_end``, ``protocol`` (all shown), and
             anything else to keep in ``results.json``.
+        depth: the arms' depth curves (:func:`pldrop.train.compare.depth_curves`), kept under
+            ``depth`` and drawn in ``depth.png``; None: no such section.
 
     Returns:
         The results (as written to ``results.json``), with ``summary_lines`` to print.
@@ -523,7 +530,18 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
         plots.append(plot_theta_blocks(pld, out / "theta_blocks.png", num_layers))
     results = _finite({"arms": arms, "baseline": baseline, "settings": settings_by_arm, "meta": meta,
                        "analysis": an, "plots": plots})
+    if depth:
+        from .plots import plot_depth
+
+        depth = {**depth, "plot": None if not depth.get("models") else plot_depth({**depth, "models": {labels.get(a, a): c for a, c in
+                                                                  depth["models"].items()}}, out / "depth.png")}
+        results["depth"] = _finite(depth)
     results["summary_lines"] = summary_lines(results)
+    if depth:
+        from .depth_cmd import depth_sentence
+
+        results["summary_lines"] += [f"depth: {depth_sentence(labels.get(a, a), c)}".replace("**", "")
+                                     for a, c in results["depth"]["models"].items()]
     from ..train.checkpoint import atomic_write_text
 
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))

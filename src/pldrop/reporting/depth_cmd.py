@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,60 @@ def format_depth(section: dict[str, Any]) -> str:
             lines.append(f"| {p['keep']} | {kept} | {p['val_loss']:.3f} | {p['val_accuracy']:.3f} | {share} | {ratio} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def point_at(curve: dict[str, Any], fraction: float) -> dict[str, Any] | None:
+    """The curve's point at ``ceil(fraction · L)`` blocks, or None where that is full depth or not in the curve.
+
+    >>> c = {"num_layers": 8, "points": [{"keep": k} for k in range(8, 3, -1)]}
+    >>> point_at(c, 0.75), point_at(c, 0.5), point_at({"num_layers": 2, "points": [{"keep": 2}, {"keep": 1}]}, 0.75)
+    ({'keep': 6}, {'keep': 4}, None)
+    """
+    L = curve["num_layers"]
+    k = math.ceil(fraction * L)  # as default_keeps rounds L/2 up
+    return next((p for p in curve["points"] if p["keep"] == k and k < L), None)
+
+
+def depth_sentence(label: str, curve: dict[str, Any]) -> str:
+    """How much of its full-depth accuracy one arm keeps at three-quarter and half depth, and for what time.
+
+    >>> pts = [{"keep": 4, "val_accuracy": 0.5, "accuracy_kept": 1.0, "time_ratio": 1.0},
+    ...        {"keep": 3, "val_accuracy": 0.45, "accuracy_kept": 0.9, "time_ratio": 0.8},
+    ...        {"keep": 2, "val_accuracy": 0.3, "accuracy_kept": 0.6, "time_ratio": None}]
+    >>> depth_sentence("PLD", {"num_layers": 4, "points": pts})
+    '**PLD** (full-depth accuracy 0.500) keeps 90.0 % of it at three-quarter depth (3 of 4 blocks, 0.80x the time per sequence), 60.0 % at half depth (2 of 4 blocks).'
+    """
+    L, full = curve["num_layers"], curve["points"][0]
+    parts = []
+    for fraction, name in ((0.75, "three-quarter"), (0.5, "half")):
+        p = point_at(curve, fraction)
+        if p is None:
+            continue
+        share = "an undefined share" if p.get("accuracy_kept") is None else f"{100 * p['accuracy_kept']:.1f} %"
+        time = f", {p['time_ratio']:.2f}x the time per sequence" if p.get("time_ratio") is not None else ""
+        parts.append(f"{share} at {name} depth ({p['keep']} of {L} blocks{time})")
+    if not parts:
+        return f"**{label}** has too few blocks ({L}) for three-quarter and half depth."
+    parts[0] = parts[0].replace(" at ", " of it at ", 1)
+    return f"**{label}** (full-depth accuracy {full['val_accuracy']:.3f}) keeps {', '.join(parts)}."
+
+
+def render_depth(depth: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """The "Depth on demand" section of `pldrop compare`'s report (its ``depth`` block in ``results.json``)."""
+    t = depth.get("timing") or {}
+    seeds = depth.get("seeds") or 1
+    timing = (f"time per sequence: one forward of the first validation batch, {t['rounds']} interleaved rounds, "
+              f"medians, as a ratio to full depth ({t.get('device', '')})" if t.get("rounds") else "not timed")
+    lines = [f"**Depth on demand**: each arm's final model run with only some of its blocks (strategy "
+             f"`{depth['strategy']}`: the highest blocks go; for PLD's rules this is also `keep-prob`, the blocks "
+             f"PLD dropped most), no fine-tuning, on the validation batches every arm is validated on (fp32); "
+             f"{timing}" + (f"; means over {seeds} seeds (each run's curve in `results.json`)" if seeds > 1 else "")
+             + ". `pldrop shrink` writes such a model.", ""]
+    lines += [f"- {depth_sentence(labels.get(a, a), c)}" for a, c in depth["models"].items()]
+    lines += [f"- {labels.get(a, a)}: {why}" for a, why in (depth.get("skipped") or {}).items()]
+    lines += [""] + ([f"![{depth['plot']}]({depth['plot']})", ""] if depth.get("plot") else [])
+    lines += format_depth({**depth, "models": {labels.get(a, a): c for a, c in depth["models"].items()}}).splitlines()
+    return lines + [""]
 
 
 def run(args) -> int:

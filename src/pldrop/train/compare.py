@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
 }
 DEFAULT_LRS = {"baseline": 1e-3, "postln-pld": 1e-3, "preln": 2e-3, "pld": 2e-3}
 COMPARE_FILE = "compare.json"
+DEPTH_ROUNDS = 5  # timing rounds of the depth curves (a few seconds at the default recipe), as evaluate-depth
 
 
 def add_parser(sub) -> None:
@@ -85,6 +86,12 @@ def add_parser(sub) -> None:
                         "its own lockstep run, e.g. one per day) into one multi-seed comparison in --out, as "
                         "--seeds would have written it; copies metrics and configs, not checkpoints; each group "
                         "must have finished, be held by no other process and be trained on the same corpus")
+    p.add_argument("--depth-curve", action=argparse.BooleanOptionalAction, default=None,
+                   help="after training, each arm's validation loss and accuracy with its top blocks removed, from L "
+                        "down to L/2 blocks, and the time per sequence at each depth: report.md's 'Depth on demand', "
+                        "results.json's depth, depth.png (default: on; a few validation passes per arm)")
+    p.add_argument("--depth-rounds", type=int, metavar="N",
+                   help=f"interleaved timing rounds of the depth curves (default {DEPTH_ROUNDS}; 0: no timing)")
     p.set_defaults(run=run)
 
 
@@ -144,6 +151,10 @@ def run(args) -> int:
     base = None
     if args.seeds is not None and args.seeds < 1:
         raise UserError(f"--seeds {args.seeds}: give at least 1")
+    if args.depth_rounds is not None and args.depth_rounds < 0:
+        raise UserError(f"--depth-rounds {args.depth_rounds}: give 0 (no timing) or more")
+    if args.depth_rounds is not None and args.depth_curve is False:
+        raise UserError("--depth-rounds times the depth curves, which --no-depth-curve turns off: give one")
     _refuse_conflicts(args)
     arms = args.arms or DEFAULT_ARMS
     seeds = list(range(args.seed or 0, (args.seed or 0) + (args.seeds or 1)))
@@ -223,11 +234,18 @@ def run(args) -> int:
             with late:
                 summaries = {arm: r.finish() for arm, r in runs.items()}
                 late.step("report")
+                load_end = _loadavg()  # before the depth curves: the load of training
+                depth = None
+                if args.depth_curve is not False:
+                    depth = depth_curves(runs, summaries, arms, seeds,
+                                         DEPTH_ROUNDS if args.depth_rounds is None else args.depth_rounds)
+                    if depth is not None and depth.get("seconds") is not None:
+                        print(f"depth curves: {depth['seconds']:.1f} s", flush=True)
                 meta = {"command": command_line(), "machine": _machine(), "load_start": load_start,
-                        "load_end": _loadavg(), "summaries": summaries,
+                        "load_end": load_end, "summaries": summaries,
                         "protocol": "lockstep: all arms in one process, one optimizer step at a time, the arm with "
                                     "the least training time first; validation at the same sample counts"}
-                results = write_report(work, cfgs, arms, seeds, unigram, meta)
+                results = write_report(work, cfgs, arms, seeds, unigram, meta, depth=depth)
                 late.step("swap")
                 if stage is not None:
                     stage.commit()
@@ -434,7 +452,7 @@ def rerender(args) -> int:
                             f"{meta['baseline']!r} is not one of the arms {' '.join(arms)})")
         try:
             results = write_report(out, cfgs, arms, seeds, old["analysis"].get("unigram"), meta,
-                                   old["analysis"]["num_layers"])
+                                   old["analysis"]["num_layers"], depth=old.get("depth"))
         except OSError as e:  # a read-only folder, a full disk
             raise UserError(f"--report-only: cannot write the report in {str(out)!r} ({e.strerror or e})") from None
         except ValueError as e:  # pragma: no cover - the runs' files were checked above
@@ -517,10 +535,11 @@ def describe(cfg, bf16: bool | None = None) -> str:
 
 
 def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigram: dict | None,
-                 meta: dict, num_layers: int | None = None) -> dict[str, Any]:
+                 meta: dict, num_layers: int | None = None, depth: dict | None = None) -> dict[str, Any]:
     """The comparison from the runs' metrics.jsonl: results.json, plots and report.md (one renderer,
     shared with `pldrop report`). With several seeds each arm maps to its list of runs. ``num_layers``
-    defaults to the last arm's saved model config."""
+    defaults to the last arm's saved model config; ``depth``: :func:`depth_curves`' block (or the one
+    a finished comparison holds), None for none."""
     from ..reporting.compare_report import write_compare_report
     from .analysis import read_metrics
 
@@ -540,7 +559,55 @@ def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigr
     settings = {arm: setting(arm) for arm in arms}
     ran = [cfgs[run_name(arms[0], s, len(seeds))].seed for s in seeds]  # the seeds the runs trained with
     meta = {**meta, "seeds": ran, "configs": {name: c.to_dict() for name, c in cfgs.items()}}
-    return write_compare_report(out, records, settings, num_layers, unigram, meta)
+    return write_compare_report(out, records, settings, num_layers, unigram, meta, depth=depth)
+
+
+def depth_curves(runs: dict, summaries: dict, arms: list[str], seeds: list[int], rounds: int) -> dict[str, Any] | None:
+    """Each finished run's depth curve (:func:`pldrop.train.depth.depth_section`, strategy ``top``,
+    L down to L/2, ``rounds`` interleaved timing rounds) and each arm's mean over seeds.
+
+    The models are the final ones each run saved (plain HF models: no PLD gates, no compiled
+    blocks -- what ``pldrop shrink`` cuts), on the run's device, validated on the batches its
+    training validated on, so the full-depth point is the run's final ``val_loss`` (in fp32; a bf16
+    run's differs by its rounding). ``keep-prob`` is not run: for PLD's linear and uniform rules it
+    keeps the same blocks as ``top``. A diverged run has no curve, nor does its arm.
+
+    Returns:
+        ``{"strategy", "min_keep", "timing", "seeds", "seconds", "runs": {run: curve}, "models":
+        {arm: mean curve}, "skipped": {arm: why}}``, or None without validation sequences.
+    """
+    from torch.utils.data import Subset
+
+    from ..data.batches import eval_batches
+    from .depth import depth_section, mean_curve
+    from .trained import load_trained
+
+    t0 = time.perf_counter()
+    skipped, models, batches = {}, {}, {}
+    for arm in arms:
+        names = [run_name(arm, s, len(seeds)) for s in seeds]
+        bad = [n for n in names if (summaries.get(n) or {}).get("diverged")]
+        if bad:
+            skipped[arm] = f"no depth curve: {', '.join(bad)} diverged"
+            continue
+        for n in names:
+            r = runs[n]
+            valid, cap = r.data.valid, r.cfg.data.val_max_seqs
+            count = len(valid) if not cap else min(cap, len(valid))  # as PretrainRun.evaluate
+            if count == 0:
+                return None
+            batches[n] = list(eval_batches(Subset(valid, range(count)), r.cfg.optim.batch_size))
+            models[n] = load_trained(r.out, "--out").model.to(r.device)
+    if not models:
+        return {"strategy": "top", "min_keep": None, "timing": None, "seeds": len(seeds), "runs": {}, "models": {},
+                "skipped": skipped}
+    device = next(iter(runs.values())).device
+    section = depth_section(models, batches, strategy="top", rounds=rounds, device=device)
+    del models
+    by_arm = {arm: mean_curve([section["models"][run_name(arm, s, len(seeds))] for s in seeds])
+              for arm in arms if arm not in skipped}
+    return {"strategy": "top", "min_keep": None, "timing": section["timing"], "seeds": len(seeds),
+            "seconds": time.perf_counter() - t0, "runs": section["models"], "models": by_arm, "skipped": skipped}
 
 
 def print_summary(res: dict[str, Any]) -> None:

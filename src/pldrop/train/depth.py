@@ -229,6 +229,38 @@ def depth_section(models: Mapping[str, torch.nn.Module], batches: Mapping[str, S
     return {"strategy": strategy, "min_keep": min_keep, "timing": timing, "models": curves}
 
 
+POINT_FIGURES = ("val_loss", "val_accuracy", "accuracy_kept", "time_per_seq_s", "time_ratio")
+
+
+def mean_curve(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The pointwise mean of one arm's depth curves over its seeds (the same depths and blocks kept).
+
+    A figure that is missing or None in any seed is None in the mean; ``seeds`` counts the curves.
+
+    >>> a = {"num_layers": 2, "strategy": "top", "objective": "masked-lm", "points": [
+    ...     {"keep": 2, "kept": [0, 1], "val_loss": 2.0, "val_accuracy": 0.5, "accuracy_kept": 1.0},
+    ...     {"keep": 1, "kept": [0], "val_loss": 3.0, "val_accuracy": 0.4, "accuracy_kept": 0.8}]}
+    >>> b = {**a, "points": [{**a["points"][0], "val_loss": 4.0}, {**a["points"][1], "accuracy_kept": None}]}
+    >>> m = mean_curve([a, b])
+    >>> m["seeds"], m["points"][0]["val_loss"], m["points"][1]["accuracy_kept"], m["points"][1]["kept"]
+    (2, 3.0, None, [0])
+    """
+    first = curves[0]
+    if any([(p["keep"], p["kept"]) for p in c["points"]] != [(p["keep"], p["kept"]) for p in first["points"]]
+           for c in curves):
+        raise ValueError("the seeds' depth curves keep different blocks; their mean is not one curve")
+    points = []
+    for i, p in enumerate(first["points"]):
+        q = {"keep": p["keep"], "kept": p["kept"]}
+        for key in POINT_FIGURES:
+            vals = [c["points"][i].get(key) for c in curves]
+            if key in p:
+                q[key] = None if any(v is None for v in vals) else sum(vals) / len(vals)
+        points.append(q)
+    return {"num_layers": first["num_layers"], "strategy": first["strategy"], "objective": first["objective"],
+            "seeds": len(curves), "points": points}
+
+
 # -- validation data for a model folder --------------------------------------------------------------
 
 

@@ -98,6 +98,35 @@ def check_results(res: Any) -> None:
     uni = an.get("unigram")
     if uni is not None and not (isinstance(uni, dict) and _number(uni.get("loss")) and _number(uni.get("accuracy"))):
         raise ValueError(f'analysis.unigram is {uni!r}, not {{"loss": number, "accuracy": number}}')
+    if res.get("depth") is not None:
+        check_depth(res["depth"])
+
+
+def check_depth(depth: Any) -> None:
+    """Raise ValueError naming the first part of a comparison's ``depth`` block the report cannot use.
+
+    >>> pt = {"keep": 1, "kept": [0], "val_loss": 2.0, "val_accuracy": 0.5}
+    >>> check_depth({"strategy": "top", "models": {"pld": {"num_layers": 1, "objective": "masked-lm", "points": [pt]}}})
+    >>> check_depth({"strategy": "top", "models": {"pld": {"num_layers": 1, "points": [{**pt, "kept": 0}]}}})
+    Traceback (most recent call last):
+    ValueError: depth.models.pld.points[0] is not a point of a depth curve
+    """
+    if not (isinstance(depth, dict) and isinstance(depth.get("strategy"), str) and isinstance(depth.get("models"), dict)
+            and isinstance(depth.get("runs", {}), dict) and isinstance(depth.get("skipped") or {}, dict)
+            and isinstance(depth.get("timing") or {}, dict)):
+        raise ValueError("depth is not a block of depth curves")
+    for where in ("models", "runs"):
+        for name, c in (depth.get(where) or {}).items():
+            if not (isinstance(c, dict) and _int(c.get("num_layers")) and isinstance(c.get("points"), list)
+                    and c["points"]):
+                raise ValueError(f"depth.{where}.{name} is not a depth curve")
+            for i, p in enumerate(c["points"]):
+                ok = isinstance(p, dict) and _int(p.get("keep")) and isinstance(p.get("kept"), list) \
+                    and all(_int(k) for k in p["kept"]) and _number(p.get("val_loss")) \
+                    and _number(p.get("val_accuracy")) and all(p.get(k) is None or _number(p[k]) for k in
+                                                               ("accuracy_kept", "time_ratio", "time_per_seq_s"))
+                if not ok:
+                    raise ValueError(f"depth.{where}.{name}.points[{i}] is not a point of a depth curve")
 
 
 def read_results(out: Path, flag: str, saved: dict | None = None) -> dict:

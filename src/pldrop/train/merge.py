@@ -92,7 +92,7 @@ def _source(src: Path) -> dict[str, Any]:
         info = _read_json(src / n / "pldrop.json") if (src / n / "pldrop.json").is_file() else {}
         prints[n] = info.get("corpus_fingerprint") if isinstance(info.get("corpus_fingerprint"), str) else None
     return {"path": src, "arms": arms, "seeds": seeds, "by_seed": by_seed, "meta": meta, "unigram": unigram,
-            "num_layers": layers, "speed": speed, "runs": runs, "fingerprints": prints}
+            "depth": res.get("depth"), "num_layers": layers, "speed": speed, "runs": runs, "fingerprints": prints}
 
 
 def speed_mismatch(speeds: list[float | None], tolerance: float = SPEED_TOLERANCE) -> float | None:
@@ -269,9 +269,33 @@ def _write_merged(work: Path, origin: dict, cfgs: dict, arms: list[str], seeds: 
                 shutil.copy2(src / f, work / name / f)
                 record(work / name / f)
     try:
-        return write_report(work, cfgs, arms, seeds, unigram, meta, sources[0]["num_layers"])
+        return write_report(work, cfgs, arms, seeds, unigram, meta, sources[0]["num_layers"],
+                            depth=merged_depth(origin, arms, seeds))
     except ValueError as e:  # a metrics.jsonl line that is not JSON
         raise UserError(f"--merge: a run's metrics.jsonl is damaged ({e})") from None
+
+
+def merged_depth(origin: dict, arms: list[str], seeds: list[int]) -> dict[str, Any] | None:
+    """The groups' depth curves under the merged run names, and each arm's mean over all its seeds
+    (an arm some group has no curve for is listed as skipped); None where no group has curves."""
+    from .compare import run_name
+    from .depth import mean_curve
+
+    found = [s["depth"] for s, _ in origin.values() if isinstance(s.get("depth"), dict)]
+    if not found:
+        return None
+    runs, models, skipped = {}, {}, {}
+    for arm in arms:
+        names = [run_name(arm, seed, len(seeds)) for seed in seeds]
+        curves = {n: ((origin[n][0].get("depth") or {}).get("runs") or {}).get(origin[n][1]) for n in names}
+        missing = [str(origin[n][0]["path"] / origin[n][1]) for n, c in curves.items() if c is None]
+        if missing:
+            skipped[arm] = f"no depth curve: {', '.join(missing)} has none"
+            continue
+        runs.update(curves)
+        models[arm] = mean_curve(list(curves.values()))
+    return {"strategy": found[0]["strategy"], "min_keep": found[0].get("min_keep"), "timing": found[0].get("timing"),
+            "seeds": len(seeds), "runs": runs, "models": models, "skipped": skipped}
 
 
 def _made_by(run: Path) -> str:
