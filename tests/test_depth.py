@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -182,3 +183,118 @@ def test_evaluate_depth_with_a_corpus_for_a_plain_hf_folder(runs, tmp_path):
     curve = json.loads((out / "depth.json").read_text())["models"]["gpt2"]
     assert curve["objective"] == "causal-lm" and [p["kept"] for p in curve["points"]] == [[0, 1, 2, 3], [0, 1, 2],
                                                                                             [0, 2]]
+
+
+# -- `pldrop compare` stores each arm's depth curve ---------------------------------------------------
+
+CMP = ["--preset", "tiny", "--max-steps", "4", "--eval-every", "2", "--no-progress", "data.vocab_size=400",
+       "--corpus", str(CORPUS)]
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory):
+    """A finished tiny two-arm comparison (depth curves on, by default)."""
+    root = tmp_path_factory.mktemp("cmp")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("PLDROP_CACHE", str(root / "cache"))
+    try:
+        assert main(["compare", *CMP, "--arms", "baseline", "pld", "--depth-rounds", "2", "--out", str(root / "c")]) == 0
+    finally:
+        mp.undo()
+    return root / "c"
+
+
+def test_compare_stores_a_depth_curve_per_arm_recomputable_from_the_saved_model(compared):
+    from pldrop.reporting.compare_report import render_compare
+    from pldrop.train.trained import load_trained
+    from pldrop.train.depth import validation_for
+
+    res = json.loads((compared / "results.json").read_text())
+    depth = res["depth"]
+    assert set(depth["models"]) == set(depth["runs"]) == {"baseline", "pld"}
+    assert depth["strategy"] == "top" and depth["timing"]["rounds"] == 2 and depth["seeds"] == 1
+    for arm in ("baseline", "pld"):
+        curve = depth["models"][arm]
+        assert [p["keep"] for p in curve["points"]] == [2, 1] and curve["points"][0]["time_ratio"] == 1.0
+        assert all(p["time_per_seq_s"] > 0 for p in curve["points"])
+        # the full-depth point is the arm's final validation: the same batches, the same model
+        summary = json.loads((compared / arm / "summary.json").read_text())
+        assert res["meta"]["summaries"][arm]["val_loss"] == summary["val_loss"]
+        assert depth["precision"] == summary["precision"]  # validated as in training (bf16 where it trained so)
+        assert curve["points"][0]["val_loss"] == pytest.approx(summary["val_loss"], rel=1e-5)
+        assert curve["points"][0]["val_accuracy"] == pytest.approx(summary["val_accuracy"])
+        assert curve["points"][0]["val_tokens"] == summary["val_tokens"]
+        # every point recomputed from the saved final model on the run's own validation split
+        tm = load_trained(compared / arm)
+        batches, _ = validation_for(tm)
+        with torch.autocast("cpu", torch.bfloat16, enabled=summary["precision"] == "bf16"):
+            again = depth_curve(tm.model, batches)
+        for p, q in zip(curve["points"], again["points"]):
+            assert (p["keep"], p["kept"]) == (q["keep"], q["kept"])
+            assert p["val_loss"] == pytest.approx(q["val_loss"], rel=1e-6)
+            assert p["val_accuracy"] == pytest.approx(q["val_accuracy"])
+            assert p["accuracy_kept"] == pytest.approx(q["accuracy_kept"])
+    md = (compared / "report.md").read_text()
+    assert render_compare(res) == md
+    section = md[md.index("**Depth on demand**"):]
+    for label in ("Post-LN BERT", "Pre-LN + PLD"):
+        assert f"- **{label}** (full-depth accuracy " in section and f"### {label} (2 blocks" in section
+    assert "at half depth (1 of 2 blocks" in section and "![depth.png](depth.png)" in section
+    assert (compared / "depth.png").stat().st_size > 1000
+    from pldrop.train.rundir import foreign_files, read_manifest
+
+    assert "depth.png" in read_manifest(compared) and not foreign_files(compared)  # pldrop wrote it, and said so
+
+
+def test_compare_depth_section_numbers_are_figures_of_results_json(compared):
+    from test_bench_report import NUMBER, formatted_leaves
+
+    res = json.loads((compared / "results.json").read_text())
+    md = (compared / "report.md").read_text()
+    section = re.sub(r"!\[[^\]]*\]\([^)]*\)", "", md[md.index("**Depth on demand**"):])
+    known = formatted_leaves(res["depth"])
+    assert not [n for n in NUMBER.findall(section) if n not in known]
+
+
+def test_compare_report_only_renders_depth_without_models(compared, monkeypatch):
+    import pldrop.train.depth as depth_mod
+    import pldrop.train.trained as trained
+
+    md = (compared / "report.md").read_text()
+    (compared / "report.md").unlink()
+    (compared / "depth.png").unlink()
+
+    def refuse(*a, **k):
+        raise AssertionError("--report-only loaded a model")
+
+    monkeypatch.setattr(trained, "load_trained", refuse)
+    monkeypatch.setattr(depth_mod, "depth_section", refuse)
+    assert main(["compare", "--report-only", "--out", str(compared)]) == 0
+    assert (compared / "report.md").read_text() == md
+    assert (compared / "depth.png").is_file()
+
+
+def test_old_results_without_depth_render_as_before(compared):
+    from pldrop.reporting.compare_report import render_compare
+
+    res = json.loads((compared / "results.json").read_text())
+    old = {k: v for k, v in res.items() if k != "depth"}
+    text = render_compare(old)
+    assert "Depth on demand" not in text and "depth.png" not in text
+    assert (compared / "report.md").read_text().startswith(text)
+
+
+def test_compare_no_depth_curve_leaves_no_key(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PLDROP_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "c"
+    assert main(["compare", *CMP, "--arms", "pld", "--max-steps", "2", "--no-depth-curve", "--out", str(out)]) == 0
+    assert "depth" not in json.loads((out / "results.json").read_text())
+    assert "Depth on demand" not in (out / "report.md").read_text() and not (out / "depth.png").exists()
+    assert "depth curves" not in capsys.readouterr().out
+    for bad, needle in ((["--depth-rounds", "-1"], "--depth-rounds -1"), (["--no-depth-curve", "--depth-rounds", "2"],
+                                                                            "give one")):
+        assert main(["compare", *CMP, "--arms", "pld", "--out", str(tmp_path / "x"), *bad]) == 2
+        assert needle in capsys.readouterr().err
+        assert not (tmp_path / "x").exists()
+    assert main(["compare", "--report-only", "--out", str(out), "--depth-curve"]) == 2
+    assert "leave out --depth-curve" in capsys.readouterr().err

@@ -122,9 +122,10 @@ def render_depth(depth: dict[str, Any], labels: dict[str, str]) -> list[str]:
     seeds = depth.get("seeds") or 1
     timing = (f"time per sequence: one forward of the first validation batch, {t['rounds']} interleaved rounds, "
               f"medians, as a ratio to full depth ({t.get('device', '')})" if t.get("rounds") else "not timed")
+    prec = f" ({depth['precision']}, as in training)" if depth.get("precision") else ""
     lines = [f"**Depth on demand**: each arm's final model run with only some of its blocks (strategy "
              f"`{depth['strategy']}`: the highest blocks go; for PLD's rules this is also `keep-prob`, the blocks "
-             f"PLD dropped most), no fine-tuning, on the validation batches every arm is validated on (fp32); "
+             f"PLD dropped most), no fine-tuning, on the validation batches every arm is validated on{prec}; "
              f"{timing}" + (f"; means over {seeds} seeds (each run's curve in `results.json`)" if seeds > 1 else "")
              + ". `pldrop shrink` writes such a model.", ""]
     lines += [f"- {depth_sentence(labels.get(a, a), c)}" for a, c in depth["models"].items()]

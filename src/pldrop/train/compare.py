@@ -568,14 +568,15 @@ def depth_curves(runs: dict, summaries: dict, arms: list[str], seeds: list[int],
 
     The models are the final ones each run saved (plain HF models: no PLD gates, no compiled
     blocks -- what ``pldrop shrink`` cuts), on the run's device, validated on the batches its
-    training validated on, so the full-depth point is the run's final ``val_loss`` (in fp32; a bf16
-    run's differs by its rounding). ``keep-prob`` is not run: for PLD's linear and uniform rules it
+    training validated on, in the precision it validated in, so the full-depth point is the run's
+    final ``val_loss``. ``keep-prob`` is not run: for PLD's linear and uniform rules it
     keeps the same blocks as ``top``. A diverged run has no curve, nor does its arm.
 
     Returns:
         ``{"strategy", "min_keep", "timing", "seeds", "seconds", "runs": {run: curve}, "models":
         {arm: mean curve}, "skipped": {arm: why}}``, or None without validation sequences.
     """
+    import torch
     from torch.utils.data import Subset
 
     from ..data.batches import eval_batches
@@ -602,12 +603,14 @@ def depth_curves(runs: dict, summaries: dict, arms: list[str], seeds: list[int],
         return {"strategy": "top", "min_keep": None, "timing": None, "seeds": len(seeds), "runs": {}, "models": {},
                 "skipped": skipped}
     device = next(iter(runs.values())).device
-    section = depth_section(models, batches, strategy="top", rounds=rounds, device=device)
+    bf16 = any(runs[n].bf16 for n in models)  # the arms share it (it follows the model width and the device)
+    with torch.autocast(device.type, torch.bfloat16, enabled=bf16):  # as the runs' own validation
+        section = depth_section(models, batches, strategy="top", rounds=rounds, device=device)
     del models
     by_arm = {arm: mean_curve([section["models"][run_name(arm, s, len(seeds))] for s in seeds])
               for arm in arms if arm not in skipped}
-    return {"strategy": "top", "min_keep": None, "timing": section["timing"], "seeds": len(seeds),
-            "seconds": time.perf_counter() - t0, "runs": section["models"], "models": by_arm, "skipped": skipped}
+    return {"strategy": "top", "min_keep": None, "timing": section["timing"], "precision": "bf16" if bf16 else "fp32",
+            "seeds": len(seeds), "seconds": time.perf_counter() - t0, "runs": section["models"], "models": by_arm, "skipped": skipped}
 
 
 def print_summary(res: dict[str, Any]) -> None:

@@ -229,7 +229,7 @@ def depth_section(models: Mapping[str, torch.nn.Module], batches: Mapping[str, S
     return {"strategy": strategy, "min_keep": min_keep, "timing": timing, "models": curves}
 
 
-POINT_FIGURES = ("val_loss", "val_accuracy", "accuracy_kept", "time_per_seq_s", "time_ratio")
+POINT_FIGURES = ("val_loss", "val_accuracy", "val_tokens", "accuracy_kept", "time_per_seq_s", "time_ratio")
 
 
 def mean_curve(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -255,7 +255,8 @@ def mean_curve(curves: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for key in POINT_FIGURES:
             vals = [c["points"][i].get(key) for c in curves]
             if key in p:
-                q[key] = None if any(v is None for v in vals) else sum(vals) / len(vals)
+                q[key] = None if any(v is None for v in vals) else vals[0] if len(set(vals)) == 1 \
+                    else sum(vals) / len(vals)
         points.append(q)
     return {"num_layers": first["num_layers"], "strategy": first["strategy"], "objective": first["objective"],
             "seeds": len(curves), "points": points}

@@ -295,7 +295,7 @@ def merged_depth(origin: dict, arms: list[str], seeds: list[int]) -> dict[str, A
         runs.update(curves)
         models[arm] = mean_curve(list(curves.values()))
     return {"strategy": found[0]["strategy"], "min_keep": found[0].get("min_keep"), "timing": found[0].get("timing"),
-            "seeds": len(seeds), "runs": runs, "models": models, "skipped": skipped}
+            "precision": found[0].get("precision"), "seeds": len(seeds), "runs": runs, "models": models, "skipped": skipped}
 
 
 def _made_by(run: Path) -> str:
