@@ -54,6 +54,16 @@ def test_merge_joins_seeds_as_seeds_would(tmp_path, groups, capsys):
     again = json.loads(json.dumps(compare_arms(recs, 2, unigram=uni)))
     assert res["analysis"]["seeds"] == 2
     assert res["analysis"]["arms"] == again["arms"] and res["analysis"]["curves"] == again["curves"]
+    # the depth curves: each group's run under its merged name, the report's the mean over seeds
+    depths = [json.loads((g / "results.json").read_text())["depth"] for g in groups]
+    assert res["depth"]["seeds"] == 2 and set(res["depth"]["models"]) == {"baseline", "pld"}
+    for arm in ("baseline", "pld"):
+        for seed, d in enumerate(depths):
+            assert res["depth"]["runs"][f"{arm}-s{seed}"] == d["runs"][arm]
+        for i, p in enumerate(res["depth"]["models"][arm]["points"]):
+            for key in ("val_loss", "val_accuracy", "time_ratio"):
+                assert p[key] == pytest.approx(sum(d["models"][arm]["points"][i][key] for d in depths) / 2)
+    assert "means over 2 seeds" in (out / "report.md").read_text() and (out / "depth.png").is_file()
     # each group's command and load are in the report, and the merge is rendered again identically
     report = (out / "report.md").read_text()
     assert "Groups of seeds joined here" in report and "joined by pldrop compare --merge" in report
@@ -173,6 +183,12 @@ def _merged_unfinished(g, t):
     (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "results.json", meta="abc")), [], "(meta is 'abc'"),
     (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "results.json", analysis={"num_layers": 2, "unigram": "x"})),
      [], "analysis.unigram is 'x'"),
+    (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "results.json", depth=[1])), [],
+     "(depth is not a block of depth curves)"),
+    (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "results.json", depth={
+        **json.loads((d / "results.json").read_text())["depth"], "models": {"pld": {"num_layers": 2, "points": [
+            {"keep": 2, "kept": "0 1", "val_loss": 1.0, "val_accuracy": 0.5}]}}})), [],
+     "depth.models.pld.points[0] is not a point of a depth curve"),
     (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "compare.json", arms=["baseline", "nope"])), [],
      "compare.json' is damaged (arms ['baseline', 'nope']"),
     (lambda g, t: _edited(g, t, lambda d: _json_edit(d / "compare.json", seeds=5)), [], "(seeds is 5"),
@@ -362,3 +378,16 @@ def test_pld_as_the_reference_arm_says_so(groups):
     recs = {"pld": read_metrics(groups[0] / "pld" / "metrics.jsonl")}
     why = compare_arms(recs, 2, baseline="pld")["verdict"]["why"]
     assert "no PLD arm" not in why and "reference" in why
+
+
+def test_merge_with_a_group_from_before_depth_curves(tmp_path, groups):
+    """A group whose results.json has no depth block (written before them): its arms get no mean curve, and
+    the report says so instead of averaging one seed as if it were two."""
+    old = _edited(groups[0], tmp_path, lambda d: _json_edit(d / "results.json", depth=None))
+    out = tmp_path / "merged"
+    assert main(["compare", "--merge", str(groups[1]), str(old), "--out", str(out)]) == 0
+    depth = json.loads((out / "results.json").read_text())["depth"]
+    assert depth["models"] == {} and set(depth["skipped"]) == {"baseline", "pld"}
+    assert str(old / "pld") in depth["skipped"]["pld"]
+    report = (out / "report.md").read_text()
+    assert "- Pre-LN + PLD: no depth curve" in report and not (out / "depth.png").exists()
