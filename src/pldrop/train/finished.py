@@ -225,9 +225,10 @@ def hold(folder: Path, flag: str):
     checked: a holder there would hold its lock file, so a shared lock on it fails."""
     import fcntl
 
-    from .rundir import LOCK, RunLock
+    from .rundir import LOCK, RunLock, check_control_files
 
     folder = Path(folder)
+    check_control_files(folder)  # a linked lock or marker is refused as such, not taken for a busy folder
 
     def busy() -> UserError:
         return UserError(f"{flag}: {str(folder)!r} is in use by another pldrop process (PID {_lock_holder(folder)}): "
