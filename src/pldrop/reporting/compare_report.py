@@ -19,16 +19,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..arms import labels_for  # noqa: F401  (re-exported: the labels have one home, pldrop.arms)
 from .fmt import ci, num, pct, sci, table, times
 
-ARM_NAMES = {"baseline": "Post-LN BERT", "preln": "Pre-LN", "pld": "Pre-LN + PLD", "postln-pld": "Post-LN + PLD"}
 CLAIM = {"agrees": "agrees with", "smaller": "is smaller than", "larger": "is larger than"}
 MAX_ROWS = 12  # targets shown per curve table (every target is in the JSON)
-
-
-def labels_for(arms) -> dict[str, str]:
-    """Display names of arms (``pld`` -> ``Pre-LN + PLD``); unknown names are kept."""
-    return {a: ARM_NAMES.get(a, a) for a in arms}
 
 
 # --- sections (pure functions of compare_arms' output) --------------------------------------

@@ -523,13 +523,16 @@ def word_order(summary: Mapping[str, Any], min_gap: float = ORDER_GAP) -> dict[s
 
 
 def same_blocks(arm: str, preln: str = "preln", pld: str = "pld") -> str | None:
-    """The arm without PLD built from the same blocks as ``arm`` (Pre-LN for the PLD arm and its
-    variants ``pld-…``), or None.
+    """The arm without PLD built from the same blocks as ``arm`` (Pre-LN for the Pre-LN arms that drop
+    blocks, :mod:`pldrop.arms`, and for names ``pld-…`` outside the table), or None.
 
     >>> same_blocks("pld"), same_blocks("pld-uniform"), same_blocks("postln-tuned")
     ('preln', 'preln', None)
     """
-    return preln if arm == pld or arm.startswith(pld + "-") else None
+    from ..arms import full_depth_of
+
+    ref = full_depth_of(arm, preln, pld)
+    return ref if ref == preln else None
 
 
 def verdict(curves: Mapping[str, list[dict[str, Any]]], plateau_: dict[str, Any], pld: str = "pld",
