@@ -19,6 +19,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..arms import label as arm_label
 from ..arms import labels_for  # noqa: F401  (re-exported: the labels have one home, pldrop.arms)
 from .fmt import ci, num, pct, sci, table, times
 
@@ -270,19 +271,24 @@ def _trend_cell(tr: dict[str, Any]) -> str:
     return f"{tr['direction']} ({tr['per_0.1']:+.2f}× per 0.1 lower loss, ± {num(tr['stderr_per_0.1'], 2)})"
 
 
-def render_decomposition(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
-    """PLD's speed-up over the baseline = architecture and its learning rate × dropping."""
-    d = an.get("decomposition")
+def render_decomposition(an: dict[str, Any], labels: dict[str, str], d: dict[str, Any] | None = None,
+                         arm: str | None = None) -> list[str]:
+    """PLD's speed-up over the baseline = architecture and its learning rate × dropping; ``d`` and
+    ``arm``: a variant's decomposition (default: the PLD arm's). The arms are named as the table of
+    arms names them (:mod:`pldrop.arms`), whatever labels a report gives them."""
+    if d is None and arm is None:
+        d, arm = an.get("decomposition"), an["verdict"]["arm"]
     if not d:
         return []
     base = labels[an["baseline"]]
+    drop, pre = arm_label(arm or "pld"), arm_label("preln")
     gm = " (geometric means over seeds, which keep the product)" if d["seeds"] > 1 else ""
-    lines = [f"**Where the speed-up comes from**: Pre-LN + PLD over {base} = (Pre-LN, with its learning rate, over "
-             f"{base}) × (Pre-LN + PLD over Pre-LN){gm}. The first factor is the architecture and its rate, the second "
+    lines = [f"**Where the speed-up comes from**: {drop} over {base} = ({pre}, with its learning rate, over "
+             f"{base}) × ({drop} over {pre}){gm}. The first factor is the architecture and its rate, the second "
              "is what dropping adds.", ""]
     full = [r for r in d["rows"] if r["seeds"]["wall"] == d["seeds"]]
     if not full:
-        return lines + ["Pre-LN and Pre-LN + PLD did not both reach any target in every seed: no decomposition.", ""]
+        return lines + [f"{pre} and {drop} did not both reach any target in every seed: no decomposition.", ""]
     rows = [[num(r["target"], 1) + (" *" if r.get("bound") else "")]
             + [times(r[part][k]) for part in ("architecture", "dropping", "total") for k in ("wall", "flops")]
             for r in _thin(full)]
@@ -296,14 +302,14 @@ def render_decomposition(an: dict[str, Any], labels: dict[str, str]) -> list[str
         a, dr, tot = h["architecture"]["wall"], h["dropping"]["wall"], h["total"]["wall"]
         lines.append(f"At loss {num(h['target'], 1)}: {times(a)} × {times(dr)} = {times(tot)} in training time.")
         if dr is not None and dr <= 1:
-            lines.append("**Dropping does not help here**: Pre-LN + PLD is no faster than Pre-LN alone to this loss; "
+            lines.append(f"**Dropping does not help here**: {drop} is no faster than {pre} alone to this loss; "
                          f"the speed-up over {base} comes from the architecture and its learning rate.")
         elif a is not None and a <= 1:
             if tot is not None and tot > 1:
-                lines.append(f"Pre-LN alone is no faster than {base} here; the speed-up is dropping's.")
+                lines.append(f"{pre} alone is no faster than {base} here; the speed-up is dropping's.")
             else:
-                lines.append(f"Dropping makes Pre-LN {times(dr)} faster, but Pre-LN with its rate is {times(a)} of "
-                             f"{base}'s speed here, so Pre-LN + PLD is no faster than {base} overall.")
+                lines.append(f"Dropping makes {pre} {times(dr)} faster, but {pre} with its rate is {times(a)} of "
+                             f"{base}'s speed here, so {drop} is no faster than {base} overall.")
         lines.append("")
     return lines
 
@@ -362,10 +368,26 @@ def comparison_sections(an: dict[str, Any], labels: dict[str, str] | None = None
         lines += render_headlines(an, labels)
     if curve_arms is None or curve_arms or not an["targets"]:
         lines += render_curves(an, labels, curve_arms)
+    variants = an.get("variants") or {}
     if an["targets"]:
         lines += render_decomposition(an, labels)
+        for arm, v in variants.items():
+            lines += render_decomposition(an, labels, v["decomposition"], arm)
     if verdict:
-        lines += [f"- {x}" for x in verdict_lines(an, labels)] + [""]
+        lines += [f"- {x}" for x in all_verdict_lines(an, labels)] + [""]
+    return lines
+
+
+def all_verdict_lines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """The verdict of the PLD arm, then of each variant that drops blocks (``an["variants"]``); with
+    variants, each verdict's first sentence names its arm."""
+    variants = an.get("variants") or {}
+    if not variants:
+        return verdict_lines(an, labels)
+    lines = []
+    for v in [an["verdict"]] + [x["verdict"] for x in variants.values()]:
+        got = verdict_lines({**an, "verdict": v}, labels)
+        lines += [f"{labels.get(v['arm'], v['arm'])} — {got[0]}"] + got[1:]
     return lines
 
 
@@ -462,7 +484,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         got = acc["evidence_reached"]
         out.append(f"accuracy {num(acc['evidence_target'], 2)} reached by: "
                    + ", ".join(f"{labels[a]} {got[a]} / {an['seeds']}" for a in got))
-    out += [ln.replace("**", "") for ln in verdict_lines(an, labels)]
+    out += [ln.replace("**", "") for ln in all_verdict_lines(an, labels)]
     return out
 
 
@@ -500,7 +522,7 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
     out = Path(out)
     arms = list(records_by_arm)
     baseline = meta.get("baseline") or ("baseline" if "baseline" in arms else arms[0])
-    an = compare_arms(records_by_arm, num_layers, baseline=baseline, unigram=unigram)
+    an = compare_arms(records_by_arm, num_layers, baseline=baseline, unigram=unigram, variants=True)
     labels = labels_for(arms)
     runs = {labels[a]: _per_seed(r) for a, r in records_by_arm.items()}
     plots = [plot_val_loss(runs, out / "val_loss.png", hlines={"unigram loss": (unigram or {}).get("loss")},
