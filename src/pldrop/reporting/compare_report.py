@@ -149,19 +149,22 @@ def render_arms(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     rows = []
     for arm, a in an["arms"].items():
         s = a["summary"]
-        rows.append([labels[arm], str(a["seeds"]), num(s["steps"], 0), num(s["samples"], 0), num(s["train_time_s"], 1),
+        rows.append([labels[arm], str(a["seeds"]), num(s["steps"], 0), num(s["samples"], 0), num(a.get("epochs"), 2),
+                     num(s["train_time_s"], 1),
                      num(s["time_per_sample_s"], 2, 1e3), times(a["time_per_sample_ratio"]),
                      f"{num(s['mean_blocks_run'], 2)} / {L}", sci(s["flops"]), num(s["final_val_loss"], 4),
                      num(s["final_val_accuracy"], 3), num(s["best_val_loss"], 4)])
     p = an["plateau"]
     if p["unigram_loss"] is not None:
-        rows.append(["unigram guesser", "–", "–", "–", "–", "–", "–", "–", "–", num(p["unigram_loss"], 4),
+        rows.append(["unigram guesser", "–", "–", "–", "–", "–", "–", "–", "–", "–", num(p["unigram_loss"], 4),
                      num(p["unigram_accuracy"], 3), "–"])
-    head = ["arm", "seeds", "steps", "samples", "training time (s)", "time per sample (ms)",
+    head = ["arm", "seeds", "steps", "samples", "epochs", "training time (s)", "time per sample (ms)",
             f"time per sample / {labels[an['baseline']]}", "blocks run per step", "FLOPs", "final val loss",
             "final masked-token accuracy", "best val loss"]
     note = " (means over seeds)" if an["seeds"] > 1 else ""
-    return [f"**Arms**{note}:", ""] + table(head, rows) + [""]
+    return [f"**Arms**{note}:", ""] + table(head, rows) + ["", "Epochs: how many times an arm saw its training data "
+                                                           "(samples seen / packed training sequences; – where the "
+                                                           "run did not record its data's size).", ""]
 
 
 def _gap_sentence(saving: float, bound: float, same_blocks: bool) -> str:
@@ -500,7 +503,8 @@ def _finite(o: Any) -> Any:
 
 
 def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_arm: dict[str, str], num_layers: int,
-                         unigram: dict[str, float] | None, meta: dict[str, Any]) -> dict[str, Any]:
+                         unigram: dict[str, float] | None, meta: dict[str, Any],
+                         train_seqs: dict[str, list[int | None]] | None = None) -> dict[str, Any]:
     """`pldrop compare`'s output: ``results.json``, ``report.md`` and plots in ``out``.
 
     Args:
@@ -512,6 +516,7 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
         unigram: ``{"loss", "accuracy"}`` of the tokenizer's unigram guesser, or None.
         meta: ``command``, ``machine``, ``load_start``, ``load_end``, ``protocol`` (all shown), and
             anything else to keep in ``results.json``.
+        train_seqs: ``{arm: [packed training sequences per seed]}`` for each arm's epochs.
 
     Returns:
         The results (as written to ``results.json``), with ``summary_lines`` to print.
@@ -522,7 +527,8 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
     out = Path(out)
     arms = list(records_by_arm)
     baseline = meta.get("baseline") or ("baseline" if "baseline" in arms else arms[0])
-    an = compare_arms(records_by_arm, num_layers, baseline=baseline, unigram=unigram, variants=True)
+    an = compare_arms(records_by_arm, num_layers, baseline=baseline, unigram=unigram, variants=True,
+                      train_seqs=train_seqs or {})
     labels = labels_for(arms)
     runs = {labels[a]: _per_seed(r) for a, r in records_by_arm.items()}
     plots = [plot_val_loss(runs, out / "val_loss.png", hlines={"unigram loss": (unigram or {}).get("loss")},

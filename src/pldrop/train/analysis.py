@@ -425,7 +425,8 @@ def accuracy_curve(baseline_records: Records, arm_records: Records,
 
 def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: str = "baseline",
                  unigram: Mapping[str, float] | None = None, preln: str = "preln", pld: str = "pld",
-                 keys: Sequence[str] = KEYS, variants: bool = False) -> dict[str, Any]:
+                 keys: Sequence[str] = KEYS, variants: bool = False,
+                 train_seqs: Mapping[str, Sequence[int | None]] | None = None) -> dict[str, Any]:
     """Everything ``pldrop compare`` and the converge part of ``pldrop report`` say about a group of arms.
 
     Args:
@@ -439,6 +440,8 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
             verdict and decomposition: ``pld`` (or, without it, the first such arm) in ``verdict`` and
             ``decomposition``, the others in ``variants: {arm: {"verdict", "decomposition"}}`` (only
             present when there are others).
+        train_seqs: ``{arm: [packed training rows of each seed's data]}`` (the run's ``pldrop.json``):
+            each arm's ``epochs`` (mean over seeds, None where a seed's count is unknown) and ``train_seqs``.
 
     Returns:
         ``{"baseline", "arms": {arm: {"seeds", "summary" (means over seeds), "per_seed",
@@ -470,6 +473,10 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
             "blocks_bound": 1 - s["mean_blocks_run"] / num_layers,
             "steady_blocks_bound": 1 - s["steady_blocks_run"] / num_layers,
         }
+        if train_seqs is not None:
+            n = list(train_seqs.get(arm) or [])[:len(fs)]
+            per = [epochs(f["samples"], k) for f, k in zip(fs, n)] if len(n) == len(fs) else [None]
+            arms[arm].update(train_seqs=n, epochs=None if None in per else statistics.fmean(per))
     for arm in runs:  # an arm that drops blocks against the arm with the same blocks that does not
         ref = same_blocks(arm, preln, pld)
         if ref is None and arm.startswith("postln"):
@@ -506,6 +513,18 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
         res["variants"] = {a: {"verdict": verdict(curves, pl, a, base_final, baseline), "decomposition": decomposition(a)}
                            for a in others if a != primary}
     return res
+
+
+def epochs(samples: float | None, train_seqs: int | None) -> float | None:
+    """How many times a run saw its training data: samples seen × seq_len / training tokens, where
+    the training tokens are the packed rows × seq_len -- so samples / rows. None if either is unknown.
+
+    >>> epochs(2500, 1000), epochs(2500, None), epochs(None, 10)
+    (2.5, None, None)
+    """
+    if samples is None or not train_seqs:
+        return None
+    return samples / train_seqs
 
 
 def dropping_arms(arms, baseline: str) -> list[str]:

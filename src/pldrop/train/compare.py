@@ -172,8 +172,9 @@ def run(args) -> int:
     out: Path = args.out
     refuse_torchrun()
     bad = unknown_message(args.arms or [])
-    if bad:
-        raise UserError(bad)
+    if bad:  # --arms takes every word after it: an override there reads as an arm
+        hint = "; give key=value overrides before --arms" if any("=" in a for a in args.arms) else ""
+        raise UserError(bad + hint)
     if args.merge:
         from .merge import merge
 
@@ -581,7 +582,18 @@ def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigr
     settings = {arm: setting(arm) for arm in arms}
     ran = [cfgs[run_name(arms[0], s, len(seeds))].seed for s in seeds]  # the seeds the runs trained with
     meta = {**meta, "seeds": ran, "configs": {name: c.to_dict() for name, c in cfgs.items()}}
-    return write_compare_report(out, records, settings, num_layers, unigram, meta)
+    sizes = {arm: [_train_seqs(out / run_name(arm, s, len(seeds))) for s in seeds] for arm in arms}
+    return write_compare_report(out, records, settings, num_layers, unigram, meta, train_seqs=sizes)
+
+
+def _train_seqs(run: Path) -> int | None:
+    """The packed training sequences a run's data held (its ``pldrop.json``; None for runs made
+    before pldrop recorded it, or a damaged file)."""
+    try:
+        n = json.loads((run / "pldrop.json").read_text(encoding="utf-8")).get("train_seqs")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def print_summary(res: dict[str, Any]) -> None:
