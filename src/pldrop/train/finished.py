@@ -26,7 +26,7 @@ COMPARE_FILE = "compare.json"
 
 def read_compare_file(out: Path, flag: str = "--resume") -> dict:
     """``compare.json``: known arms, each once; seeds a list of distinct integers (one line if not)."""
-    from ..models import ARMS
+    from ..arms import ARMS
 
     path = Path(out) / COMPARE_FILE
     try:
