@@ -11,7 +11,7 @@ import statistics
 import pytest
 
 from pldrop.reporting.compare_report import render_compare, write_compare_report
-from pldrop.train.rundir import foreign_files
+from pldrop.train.rundir import foreign_files, mark_run_folder
 from pldrop.train.analysis import (
     accuracy_curve, compare_arms, curve_over_seeds, decompose, default_targets, interval, read_metrics, speedup_curve,
     time_to_accuracy, trend,
@@ -191,12 +191,14 @@ def test_report_writes_every_file_and_recomputes_from_metrics(tmp_path):
                                   "preln": synth(sec_per_sample=0.008, rate=1.1),
                                   "pld": synth(sec_per_sample=0.006, rate=1.1, blocks=3, theta=0.5)})
     settings = {a: f"settings of {a}" for a in runs}
+    mark_run_folder(tmp_path, "pldrop compare")  # a comparison folder: what the report writes is recorded
     write_compare_report(tmp_path, runs, settings, 4, {"loss": 9.8, "accuracy": 0.06}, META)
     for f in ("results.json", "report.md", "val_loss.png", "val_accuracy.png", "speedup.png", "theta_blocks.png"):
         assert (tmp_path / f).stat().st_size > 0, f
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["plots"] == ["val_loss.png", "val_accuracy.png", "speedup.png", "theta_blocks.png"]
-    assert foreign_files(tmp_path) == sorted(tmp_path / a for a in runs)  # every file but the unmarked test arms is ours
+    # every file the report wrote is recorded as pldrop's; the test's hand-made arm files are not
+    assert set(foreign_files(tmp_path)) == {p for a in runs for p in (tmp_path / a).rglob("*") if p.is_file()}
     md = (tmp_path / "report.md").read_text()
     assert render_compare(saved) == md  # report.md is a function of results.json
     again = json.loads(json.dumps(compare_arms({a: read_metrics(tmp_path / a / "metrics.jsonl") for a in runs}, 4,

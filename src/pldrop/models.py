@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .arms import MODELS, arm_of
 from .errors import UserError
 
 # (layers, hidden, heads); intermediate = 4 * hidden as in BERT.
@@ -31,7 +32,7 @@ PRESETS: dict[str, tuple[int, int, int]] = {
     "medium": (8, 512, 8),  # BERT-medium
     "base": (12, 768, 12),  # BERT-base, the paper's model
 }
-ARMS = ("baseline", "pld", "preln", "postln-pld")  # preln = Pre-LN without PLD (an ablation)
+ARMS = MODELS  # the model.arm values (pldrop.arms: every arm there builds one of them)
 
 
 def preset_config(preset: str, arm: str, vocab_size: int, seq_len: int = 128, **overrides: Any):
@@ -59,7 +60,7 @@ def preset_config(preset: str, arm: str, vocab_size: int, seq_len: int = 128, **
         pad_token_id=0,
     )
     kwargs.update(overrides)
-    post_ln = arm in ("baseline", "postln-pld")
+    post_ln = arm_of(arm).post_ln
     return BertConfig(**kwargs) if post_ln else RobertaPreLayerNormConfig(**kwargs)
 
 

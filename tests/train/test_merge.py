@@ -51,8 +51,9 @@ def test_merge_joins_seeds_as_seeds_would(tmp_path, groups, capsys):
     recs = {a: [read_metrics(g / a / "metrics.jsonl") for g in groups] for a in ("baseline", "pld")}
     unis = [json.loads((g / "results.json").read_text())["analysis"]["unigram"] for g in groups]
     uni = {k: (unis[0][k] + unis[1][k]) / 2 for k in ("loss", "accuracy")}
-    again = json.loads(json.dumps(compare_arms(recs, 2, unigram=uni)))
-    assert res["analysis"]["seeds"] == 2
+    sizes = {a: [json.loads((g / a / "pldrop.json").read_text())["train_seqs"] for g in groups] for a in recs}
+    again = json.loads(json.dumps(compare_arms(recs, 2, unigram=uni, train_seqs=sizes)))
+    assert res["analysis"]["seeds"] == 2 and res["analysis"]["arms"]["pld"]["epochs"] > 0
     assert res["analysis"]["arms"] == again["arms"] and res["analysis"]["curves"] == again["curves"]
     # the depth curves: each group's run under its merged name, the report's the mean over seeds
     depths = [json.loads((g / "results.json").read_text())["depth"] for g in groups]

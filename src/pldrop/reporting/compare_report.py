@@ -19,16 +19,12 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ..arms import label as arm_label
+from ..arms import labels_for  # noqa: F401  (re-exported: the labels have one home, pldrop.arms)
 from .fmt import ci, num, pct, sci, table, times
 
-ARM_NAMES = {"baseline": "Post-LN BERT", "preln": "Pre-LN", "pld": "Pre-LN + PLD", "postln-pld": "Post-LN + PLD"}
 CLAIM = {"agrees": "agrees with", "smaller": "is smaller than", "larger": "is larger than"}
 MAX_ROWS = 12  # targets shown per curve table (every target is in the JSON)
-
-
-def labels_for(arms) -> dict[str, str]:
-    """Display names of arms (``pld`` -> ``Pre-LN + PLD``); unknown names are kept."""
-    return {a: ARM_NAMES.get(a, a) for a in arms}
 
 
 # --- sections (pure functions of compare_arms' output) --------------------------------------
@@ -153,19 +149,22 @@ def render_arms(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     rows = []
     for arm, a in an["arms"].items():
         s = a["summary"]
-        rows.append([labels[arm], str(a["seeds"]), num(s["steps"], 0), num(s["samples"], 0), num(s["train_time_s"], 1),
+        rows.append([labels[arm], str(a["seeds"]), num(s["steps"], 0), num(s["samples"], 0), num(a.get("epochs"), 2),
+                     num(s["train_time_s"], 1),
                      num(s["time_per_sample_s"], 2, 1e3), times(a["time_per_sample_ratio"]),
                      f"{num(s['mean_blocks_run'], 2)} / {L}", sci(s["flops"]), num(s["final_val_loss"], 4),
                      num(s["final_val_accuracy"], 3), num(s["best_val_loss"], 4)])
     p = an["plateau"]
     if p["unigram_loss"] is not None:
-        rows.append(["unigram guesser", "–", "–", "–", "–", "–", "–", "–", "–", num(p["unigram_loss"], 4),
+        rows.append(["unigram guesser", "–", "–", "–", "–", "–", "–", "–", "–", "–", num(p["unigram_loss"], 4),
                      num(p["unigram_accuracy"], 3), "–"])
-    head = ["arm", "seeds", "steps", "samples", "training time (s)", "time per sample (ms)",
+    head = ["arm", "seeds", "steps", "samples", "epochs", "training time (s)", "time per sample (ms)",
             f"time per sample / {labels[an['baseline']]}", "blocks run per step", "FLOPs", "final val loss",
             "final masked-token accuracy", "best val loss"]
     note = " (means over seeds)" if an["seeds"] > 1 else ""
-    return [f"**Arms**{note}:", ""] + table(head, rows) + [""]
+    return [f"**Arms**{note}:", ""] + table(head, rows) + ["", "Epochs: how many times an arm saw its training data "
+                                                           "(samples seen / packed training sequences; – where the "
+                                                           "run did not record its data's size).", ""]
 
 
 def _gap_sentence(saving: float, bound: float, same_blocks: bool) -> str:
@@ -275,19 +274,24 @@ def _trend_cell(tr: dict[str, Any]) -> str:
     return f"{tr['direction']} ({tr['per_0.1']:+.2f}× per 0.1 lower loss, ± {num(tr['stderr_per_0.1'], 2)})"
 
 
-def render_decomposition(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
-    """PLD's speed-up over the baseline = architecture and its learning rate × dropping."""
-    d = an.get("decomposition")
+def render_decomposition(an: dict[str, Any], labels: dict[str, str], d: dict[str, Any] | None = None,
+                         arm: str | None = None) -> list[str]:
+    """PLD's speed-up over the baseline = architecture and its learning rate × dropping; ``d`` and
+    ``arm``: a variant's decomposition (default: the PLD arm's). The arms are named as the table of
+    arms names them (:mod:`pldrop.arms`), whatever labels a report gives them."""
+    if d is None and arm is None:
+        d, arm = an.get("decomposition"), an["verdict"]["arm"]
     if not d:
         return []
     base = labels[an["baseline"]]
+    drop, pre = arm_label(arm or "pld"), arm_label("preln")
     gm = " (geometric means over seeds, which keep the product)" if d["seeds"] > 1 else ""
-    lines = [f"**Where the speed-up comes from**: Pre-LN + PLD over {base} = (Pre-LN, with its learning rate, over "
-             f"{base}) × (Pre-LN + PLD over Pre-LN){gm}. The first factor is the architecture and its rate, the second "
+    lines = [f"**Where the speed-up comes from**: {drop} over {base} = ({pre}, with its learning rate, over "
+             f"{base}) × ({drop} over {pre}){gm}. The first factor is the architecture and its rate, the second "
              "is what dropping adds.", ""]
     full = [r for r in d["rows"] if r["seeds"]["wall"] == d["seeds"]]
     if not full:
-        return lines + ["Pre-LN and Pre-LN + PLD did not both reach any target in every seed: no decomposition.", ""]
+        return lines + [f"{pre} and {drop} did not both reach any target in every seed: no decomposition.", ""]
     rows = [[num(r["target"], 1) + (" *" if r.get("bound") else "")]
             + [times(r[part][k]) for part in ("architecture", "dropping", "total") for k in ("wall", "flops")]
             for r in _thin(full)]
@@ -301,14 +305,14 @@ def render_decomposition(an: dict[str, Any], labels: dict[str, str]) -> list[str
         a, dr, tot = h["architecture"]["wall"], h["dropping"]["wall"], h["total"]["wall"]
         lines.append(f"At loss {num(h['target'], 1)}: {times(a)} × {times(dr)} = {times(tot)} in training time.")
         if dr is not None and dr <= 1:
-            lines.append("**Dropping does not help here**: Pre-LN + PLD is no faster than Pre-LN alone to this loss; "
+            lines.append(f"**Dropping does not help here**: {drop} is no faster than {pre} alone to this loss; "
                          f"the speed-up over {base} comes from the architecture and its learning rate.")
         elif a is not None and a <= 1:
             if tot is not None and tot > 1:
-                lines.append(f"Pre-LN alone is no faster than {base} here; the speed-up is dropping's.")
+                lines.append(f"{pre} alone is no faster than {base} here; the speed-up is dropping's.")
             else:
-                lines.append(f"Dropping makes Pre-LN {times(dr)} faster, but Pre-LN with its rate is {times(a)} of "
-                             f"{base}'s speed here, so Pre-LN + PLD is no faster than {base} overall.")
+                lines.append(f"Dropping makes {pre} {times(dr)} faster, but {pre} with its rate is {times(a)} of "
+                             f"{base}'s speed here, so {drop} is no faster than {base} overall.")
         lines.append("")
     return lines
 
@@ -367,10 +371,26 @@ def comparison_sections(an: dict[str, Any], labels: dict[str, str] | None = None
         lines += render_headlines(an, labels)
     if curve_arms is None or curve_arms or not an["targets"]:
         lines += render_curves(an, labels, curve_arms)
+    variants = an.get("variants") or {}
     if an["targets"]:
         lines += render_decomposition(an, labels)
+        for arm, v in variants.items():
+            lines += render_decomposition(an, labels, v["decomposition"], arm)
     if verdict:
-        lines += [f"- {x}" for x in verdict_lines(an, labels)] + [""]
+        lines += [f"- {x}" for x in all_verdict_lines(an, labels)] + [""]
+    return lines
+
+
+def all_verdict_lines(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
+    """The verdict of the PLD arm, then of each variant that drops blocks (``an["variants"]``); with
+    variants, each verdict's first sentence names its arm."""
+    variants = an.get("variants") or {}
+    if not variants:
+        return verdict_lines(an, labels)
+    lines = []
+    for v in [an["verdict"]] + [x["verdict"] for x in variants.values()]:
+        got = verdict_lines({**an, "verdict": v}, labels)
+        lines += [f"{labels.get(v['arm'], v['arm'])} — {got[0]}"] + got[1:]
     return lines
 
 
@@ -471,7 +491,7 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         got = acc["evidence_reached"]
         out.append(f"accuracy {num(acc['evidence_target'], 2)} reached by: "
                    + ", ".join(f"{labels[a]} {got[a]} / {an['seeds']}" for a in got))
-    out += [ln.replace("**", "") for ln in verdict_lines(an, labels)]
+    out += [ln.replace("**", "") for ln in all_verdict_lines(an, labels)]
     return out
 
 
@@ -488,6 +508,7 @@ def _finite(o: Any) -> Any:
 
 def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_arm: dict[str, str], num_layers: int,
                          unigram: dict[str, float] | None, meta: dict[str, Any],
+                         train_seqs: dict[str, list[int | None]] | None = None,
                          depth: dict[str, Any] | None = None) -> dict[str, Any]:
     """`pldrop compare`'s output: ``results.json``, ``report.md`` and plots in ``out``.
 
@@ -500,6 +521,7 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
         unigram: ``{"loss", "accuracy"}`` of the tokenizer's unigram guesser, or None.
         meta: ``command``, ``machine``, ``load_start``, ``load_end``, ``protocol`` (all shown), and
             anything else to keep in ``results.json``.
+        train_seqs: ``{arm: [packed training sequences per seed]}`` for each arm's epochs.
         depth: the arms' depth curves (:func:`pldrop.train.compare.depth_curves`), kept under
             ``depth`` and drawn in ``depth.png``; None: no such section.
 
@@ -512,7 +534,8 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
     out = Path(out)
     arms = list(records_by_arm)
     baseline = meta.get("baseline") or ("baseline" if "baseline" in arms else arms[0])
-    an = compare_arms(records_by_arm, num_layers, baseline=baseline, unigram=unigram)
+    an = compare_arms(records_by_arm, num_layers, baseline=baseline, unigram=unigram, variants=True,
+                      train_seqs=train_seqs or {})
     labels = labels_for(arms)
     runs = {labels[a]: _per_seed(r) for a, r in records_by_arm.items()}
     plots = [plot_val_loss(runs, out / "val_loss.png", hlines={"unigram loss": (unigram or {}).get("loss")},
@@ -533,8 +556,8 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
     if depth:
         from .plots import plot_depth
 
-        depth = {**depth, "plot": None if not depth.get("models") else plot_depth({**depth, "models": {labels.get(a, a): c for a, c in
-                                                                  depth["models"].items()}}, out / "depth.png")}
+        named = {**depth, "models": {labels.get(a, a): c for a, c in depth["models"].items()}}
+        depth = {**depth, "plot": plot_depth(named, out / "depth.png") if depth.get("models") else None}
         results["depth"] = _finite(depth)
     results["summary_lines"] = summary_lines(results)
     if depth:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..arms import DROPPING_MODELS
 from .fmt import num, pct, pm, sci, times
 from .fmt import table as _table
 
@@ -53,7 +54,7 @@ def _arm_rows(arms: dict[str, Any], num_layers: int) -> list[list[str]]:
     for name, arm in arms.items():
         a, sp = arm["aggregate"], arm["spec"]
         pld = (f"{sp['theta_bar']:g} {sp['rule']}{' fixed' if sp['fixed'] else ''}"
-               if sp["arm"] in ("pld", "postln-pld") else "–")
+               if sp["arm"] in DROPPING_MODELS else "–")
         rows.append([arm["label"], f"{sp['lr']:g}", pld, f"{a['final_val_loss']['n']} / {len(arm['runs'])}",
                      pm(a["steps"], 0), pm(a["train_time_s"], 2), pm(a["time_per_sample_s"], 2, 1e3),
                      f"{num(a['mean_blocks_run']['mean'], 2)} / {num_layers}", sci(a["flops"]["mean"]),

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ARM_NAMES = {"baseline": "Post-LN BERT", "preln": "Pre-LN", "pld": "Pre-LN + PLD", "postln-pld": "Post-LN + PLD"}
+from ..arms import DROPPING_MODELS, label
+
 PROTOCOL_KEYS = ("model.arm", "optim.lr", "optim.paper_lrs", "pld", "budget", "seed")  # set per run, not by overrides
 
 
@@ -52,7 +53,7 @@ class RunSpec:
 
     @property
     def uses_pld(self) -> bool:
-        return self.arm in ("pld", "postln-pld")
+        return self.arm in DROPPING_MODELS
 
     @property
     def key(self) -> str:
@@ -76,7 +77,7 @@ class RunSpec:
         pld = f", θ̄={self.theta_bar:g} {self.rule}{' fixed' if self.fixed else ''}" if self.uses_pld else ""
         budget = (f"{self.max_steps} steps" if self.max_steps is not None else f"{self.max_samples} samples"
                   if self.max_samples is not None else f"{self.max_minutes:.4g} min")
-        return f"{ARM_NAMES[self.arm]}, lr {self.lr:g}{pld}, {budget}, seed {self.seed}"
+        return f"{label(self.arm)}, lr {self.lr:g}{pld}, {budget}, seed {self.seed}"
 
     def apply(self, cfg: dict[str, Any]) -> dict[str, Any]:
         """The resolved config dict ``cfg`` with this run's arm, rate, PLD, budget and seed."""

@@ -425,7 +425,8 @@ def accuracy_curve(baseline_records: Records, arm_records: Records,
 
 def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: str = "baseline",
                  unigram: Mapping[str, float] | None = None, preln: str = "preln", pld: str = "pld",
-                 keys: Sequence[str] = KEYS) -> dict[str, Any]:
+                 keys: Sequence[str] = KEYS, variants: bool = False,
+                 train_seqs: Mapping[str, Sequence[int | None]] | None = None) -> dict[str, Any]:
     """Everything ``pldrop compare`` and the converge part of ``pldrop report`` say about a group of arms.
 
     Args:
@@ -435,6 +436,12 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
         baseline: the reference arm (Post-LN BERT).
         unigram: ``{"loss", "accuracy"}`` of the tokenizer's unigram guesser, or None.
         preln, pld: the arms of the decomposition (Pre-LN without and with PLD).
+        variants: every arm of the table (:mod:`pldrop.arms`) that drops blocks gets the PLD arm's
+            verdict and decomposition: ``pld`` (or, without it, the first such arm) in ``verdict`` and
+            ``decomposition``, the others in ``variants: {arm: {"verdict", "decomposition"}}`` (only
+            present when there are others).
+        train_seqs: ``{arm: [packed training rows of each seed's data]}`` (the run's ``pldrop.json``):
+            each arm's ``epochs`` (mean over seeds, None where a seed's count is unknown) and ``train_seqs``.
 
     Returns:
         ``{"baseline", "arms": {arm: {"seeds", "summary" (means over seeds), "per_seed",
@@ -466,6 +473,10 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
             "blocks_bound": 1 - s["mean_blocks_run"] / num_layers,
             "steady_blocks_bound": 1 - s["steady_blocks_run"] / num_layers,
         }
+        if train_seqs is not None:
+            n = list(train_seqs.get(arm) or [])[:len(fs)]
+            per = [epochs(f["samples"], k) for f, k in zip(fs, n)] if len(n) == len(fs) else [None]
+            arms[arm].update(train_seqs=n, epochs=None if None in per else statistics.fmean(per))
     for arm in runs:  # an arm that drops blocks against the arm with the same blocks that does not
         ref = same_blocks(arm, preln, pld)
         if ref is None and arm.startswith("postln"):
@@ -482,17 +493,49 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
     headline = {arm: _headline(c) for arm, c in curves.items()}
     # time to each accuracy, lowest (earliest) first; the baseline against itself: its own times, speed-up 1
     acc = {arm: curve_over_seeds([accuracy_curve(b, a) for b, a in zip(base, rs)])[::-1] for arm, rs in runs.items()}
-    decomp = None
-    if preln in runs and pld in runs and baseline not in (preln, pld):
-        rows = decompose(base[:seeds], runs[preln][:seeds], runs[pld][:seeds], targets, keys)
+    def decomposition(arm: str) -> dict[str, Any] | None:
+        if not (preln in runs and arm in runs and baseline not in (preln, arm)
+                and (arm == pld or same_blocks(arm, preln, pld) == preln)):
+            return None
+        rows = decompose(base[:seeds], runs[preln][:seeds], runs[arm][:seeds], targets, keys)
         full = [r for r in rows if r["seeds"]["wall"] == seeds]
-        decomp = {"rows": rows, "headline": full[-1] if full else None, "seeds": seeds}
-    return {"baseline": baseline, "num_layers": num_layers, "seeds": seeds, "keys": list(keys), "arms": arms,
-            "target_step": TARGET_STEP, "targets": targets, "curves": curves, "headline": headline, "plateau": pl,
-            "unigram": unigram, "word_order": {arm: word_order(a["summary"]) for arm, a in arms.items()},
-            "decomposition": decomp, "verdict": verdict(curves, pl, pld, base_final, baseline),
-            "accuracy": {"curves": acc, "evidence_target": EVIDENCE_ACCURACY,
-                         "evidence_reached": {arm: reached_accuracy(rs, EVIDENCE_ACCURACY) for arm, rs in runs.items()}}}
+        return {"rows": rows, "headline": full[-1] if full else None, "seeds": seeds}
+
+    others = dropping_arms(runs, baseline) if variants else []
+    primary = pld if pld in runs or not others else others[0]
+    res = {"baseline": baseline, "num_layers": num_layers, "seeds": seeds, "keys": list(keys), "arms": arms,
+           "target_step": TARGET_STEP, "targets": targets, "curves": curves, "headline": headline, "plateau": pl,
+           "unigram": unigram, "word_order": {arm: word_order(a["summary"]) for arm, a in arms.items()},
+           "decomposition": decomposition(primary), "verdict": verdict(curves, pl, primary, base_final, baseline),
+           "accuracy": {"curves": acc, "evidence_target": EVIDENCE_ACCURACY,
+                        "evidence_reached": {arm: reached_accuracy(rs, EVIDENCE_ACCURACY) for arm, rs in runs.items()}}}
+    if [a for a in others if a != primary]:
+        res["variants"] = {a: {"verdict": verdict(curves, pl, a, base_final, baseline), "decomposition": decomposition(a)}
+                           for a in others if a != primary}
+    return res
+
+
+def epochs(samples: float | None, train_seqs: int | None) -> float | None:
+    """How many times a run saw its training data: samples seen × seq_len / training tokens, where
+    the training tokens are the packed rows × seq_len -- so samples / rows. None if either is unknown.
+
+    >>> epochs(2500, 1000), epochs(2500, None), epochs(None, 10)
+    (2.5, None, None)
+    """
+    if samples is None or not train_seqs:
+        return None
+    return samples / train_seqs
+
+
+def dropping_arms(arms, baseline: str) -> list[str]:
+    """The arms of the table (:mod:`pldrop.arms`) that drop blocks, in order, the reference left out.
+
+    >>> dropping_arms(["baseline", "preln", "pld", "pld-cooldown", "pld-uniform"], "baseline")
+    ['pld', 'pld-cooldown']
+    """
+    from ..arms import BY_NAME
+
+    return [a for a in arms if a != baseline and a in BY_NAME and BY_NAME[a].drops]
 
 
 def reached_accuracy(runs: Sequence[Records], target: float = EVIDENCE_ACCURACY) -> int:
@@ -523,13 +566,16 @@ def word_order(summary: Mapping[str, Any], min_gap: float = ORDER_GAP) -> dict[s
 
 
 def same_blocks(arm: str, preln: str = "preln", pld: str = "pld") -> str | None:
-    """The arm without PLD built from the same blocks as ``arm`` (Pre-LN for the PLD arm and its
-    variants ``pld-…``), or None.
+    """The arm without PLD built from the same blocks as ``arm`` (Pre-LN for the Pre-LN arms that drop
+    blocks, :mod:`pldrop.arms`, and for names ``pld-…`` outside the table), or None.
 
     >>> same_blocks("pld"), same_blocks("pld-uniform"), same_blocks("postln-tuned")
     ('preln', 'preln', None)
     """
-    return preln if arm == pld or arm.startswith(pld + "-") else None
+    from ..arms import full_depth_of
+
+    ref = full_depth_of(arm, preln, pld)
+    return ref if ref == preln else None
 
 
 def verdict(curves: Mapping[str, list[dict[str, Any]]], plateau_: dict[str, Any], pld: str = "pld",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..arms import TABLE
 from ..errors import UserError
 from ..models import PRESETS
 
@@ -91,6 +92,27 @@ FLAG_NAMES = {
 }
 
 
+def arm_settings(name: str | None, overrides, flag: str) -> dict[str, object]:
+    """The config keys an arm of :mod:`pldrop.arms` sets (``model.arm``, its ``pld.*``), for ``flag``
+    (``--arm``); one line for an unknown arm or an override that contradicts what the arm fixes."""
+    from ..arms import config_overrides, unknown_message
+    from .config import parse_override
+
+    if name is None:
+        return {"model.arm": None}
+    bad = unknown_message([name], f"{flag} {name}")
+    if bad:
+        raise UserError(bad)
+    keys = config_overrides(name)
+    for item in overrides or []:
+        path, value = parse_override(item)
+        key = ".".join(path)
+        if key in keys and key != "model.arm" and value != keys[key]:
+            raise UserError(f"{flag} {name} trains with {key}={keys[key]}, and {item} disagrees: give "
+                            f"{flag} {keys['model.arm']} {item}, or leave {item} out")
+    return keys
+
+
 def _same(flag_value, value) -> bool:
     """A flag's value and an override's agree (a single corpus may be given as a list or not).
 
@@ -145,9 +167,9 @@ def add_parser(sub) -> None:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--arm", choices=["baseline", "pld", "preln", "postln-pld"],
-                   help="baseline = Post-LN BertForMaskedLM; pld = Pre-LN RobertaPreLayerNorm + PLD "
-                        "(default); preln = Pre-LN without PLD; postln-pld = Post-LN + PLD")
+    p.add_argument("--arm", metavar="ARM",
+                   help="the arm to train (default: pld): " + "; ".join(f"{a.name} = {a.help}" for a in TABLE)
+                        + "; a variant sets model.arm and its pld.* settings")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--deepspeed", metavar="DS_CONFIG.json",
                    help="train under the DeepSpeed engine (ZeRO 0/1/2; launch with torchrun); its "
@@ -185,7 +207,7 @@ def run(args) -> int:
         if not isinstance(base, dict):
             raise UserError(f"--resume: {str(saved)!r} is damaged: not a mapping of config keys")
     flat = flat_flags(args)
-    flat["model.arm"] = args.arm
+    flat.update(arm_settings(args.arm, args.overrides, "--arm"))
     flat["deepspeed"] = args.deepspeed
     flat["fsdp"] = args.fsdp
     if args.allow_data_change and not args.resume:

@@ -23,12 +23,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..arms import ARMS, DEFAULT_COMPARE, arm_of, unknown_message
 from .command_line import command_line
 
-DEFAULT_ARMS = ["baseline", "preln", "pld"]
+DEFAULT_ARMS = DEFAULT_COMPARE  # the arms table (pldrop.arms) declares every arm, its label and default rate
 # The default recipe (benchmarks/defaults-search.md): 8 blocks x H128, a 2,000-token vocabulary, 64-token
 # sequences, batch 32, no dropout, 6 % warm-up, validation every 50 steps; Post-LN at its tuned 1e-3
-# (2e-3 stalls on the plateau), Pre-LN arms at a Cramming-style 2e-3. Every arm gets DEFAULT_MINUTES of
+# (2e-3 stalls on the plateau), Pre-LN arms at a Cramming-style 2e-3 (pldrop.arms: Arm.lr). Every arm gets DEFAULT_MINUTES of
 # training: 15 minutes in all for the three arms.
 DEFAULT_MINUTES = 5.0
 DEFAULTS: dict[str, Any] = {
@@ -38,13 +39,11 @@ DEFAULTS: dict[str, Any] = {
     "optim": {"batch_size": 32, "warmup_ratio": 0.06},
     "eval_every": 50,
 }
-DEFAULT_LRS = {"baseline": 1e-3, "postln-pld": 1e-3, "preln": 2e-3, "pld": 2e-3}
 COMPARE_FILE = "compare.json"
 DEPTH_ROUNDS = 5  # timing rounds of the depth curves (a few seconds at the default recipe), as evaluate-depth
 
 
 def add_parser(sub) -> None:
-    from ..models import ARMS
     from .cli import EPILOG, add_common
 
     p = sub.add_parser(
@@ -63,14 +62,18 @@ def add_parser(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common(p)
-    p.add_argument("--arms", nargs="+", choices=list(ARMS), metavar="ARM",
+    p.add_argument("--arms", nargs="+", metavar="ARM",
                    help=f"arms to train, the first is the reference (default: {' '.join(DEFAULT_ARMS)}; "
-                        f"choices: {', '.join(ARMS)})")
+                        f"choices: {', '.join(ARMS)}; the table of arms is pldrop.arms)")
+    p.add_argument("--lr", action="append", metavar="ARM=RATE",
+                   help="peak learning rate of one arm, e.g. --lr pld=3e-3 (repeat for several arms; default: each "
+                        "arm's rate in pldrop.arms)")
     p.add_argument("--paper-lrs", action="store_true",
                    help="the paper's learning rates: 1e-4 for Post-LN, 1e-3 for Pre-LN (+ PLD)")
-    p.add_argument("--baseline-lr", type=float, help="peak learning rate of the Post-LN arms")
-    p.add_argument("--preln-lr", type=float, help="peak learning rate of the Pre-LN arm")
-    p.add_argument("--pld-lr", type=float, help="peak learning rate of the Pre-LN + PLD arm")
+    p.add_argument("--baseline-lr", type=float, help="peak learning rate of the Post-LN arms (--lr baseline=RATE "
+                                                    "--lr postln-pld=RATE)")
+    p.add_argument("--preln-lr", type=float, help="peak learning rate of the Pre-LN arm (--lr preln=RATE)")
+    p.add_argument("--pld-lr", type=float, help="peak learning rate of the Pre-LN + PLD arm (--lr pld=RATE)")
     p.add_argument("--theta-bar", type=float, help="θ̄ of the PLD arms (default: 0.5)")
     p.add_argument("--seeds", type=int, metavar="N",
                    help="train every arm with N seeds (--seed, --seed+1, ...), all in one lockstep; the report gives "
@@ -104,27 +107,62 @@ def run_name(arm: str, seed: int, n_seeds: int) -> str:
     return arm if n_seeds == 1 else f"{arm}-s{seed}"
 
 
+def given_lrs(args, arms: list[str]) -> dict[str, float]:
+    """The learning rates given per arm: ``--lr ARM=RATE`` (repeatable) and its older aliases
+    ``--baseline-lr`` (the Post-LN arms), ``--preln-lr``, ``--pld-lr``; one line for an unknown arm, a
+    rate that is not a number > 0, two rates for one arm, or an arm that is not compared."""
+    import math
+
+    from ..errors import UserError
+
+    given: dict[str, tuple[str, float]] = {}
+    for flag, value, names in (("--baseline-lr", args.baseline_lr, ("baseline", "postln-pld")),
+                               ("--preln-lr", args.preln_lr, ("preln",)), ("--pld-lr", args.pld_lr, ("pld",))):
+        if value is not None:
+            given.update({n: (f"{flag} {value:g}", value) for n in names})
+    for item in getattr(args, "lr", None) or []:
+        name, eq, text = item.partition("=")
+        if not eq:
+            raise UserError(f"--lr {item}: give ARM=RATE, e.g. --lr pld=3e-3")
+        bad = unknown_message([name], f"--lr {item}")
+        if bad:
+            raise UserError(bad)
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > 0):
+            raise UserError(f"--lr {item}: the rate must be a number > 0, e.g. --lr {name}=3e-3")
+        if name in given and given[name][1] != value:
+            raise UserError(f"{given[name][0]} and --lr {item} disagree: give one")
+        if name not in arms:
+            raise UserError(f"--lr {item}: {name} is not one of the arms compared ({' '.join(arms)})")
+        given[name] = (f"--lr {item}", value)
+    return {n: v for n, (_, v) in given.items()}
+
+
 def run_configs(args, arms: list[str], seeds: list[int], base: dict[str, dict] | None = None) -> dict[str, Any]:
     """One resolved config per run (arm x seed): the command's defaults, then (on resume) the run's
     saved config, the file, the flags and overrides, then the arm, its learning rate and the seed."""
-    from .cli import flat_flags
+    from .cli import arm_settings, flat_flags
     from .config import load_config
 
     flat = flat_flags(args)
     flat["pld.theta_bar"] = args.theta_bar
     flat["optim.paper_lrs"] = True if args.paper_lrs else None
     flat.pop("seed", None)
-    given = {"baseline": args.baseline_lr, "postln-pld": args.baseline_lr, "preln": args.preln_lr, "pld": args.pld_lr}
+    given = given_lrs(args, arms)
     cfgs = {}
     for seed in seeds:
         for arm in arms:
             name = run_name(arm, seed, len(seeds))
-            lr = given[arm] if given[arm] is not None else (None if args.paper_lrs else DEFAULT_LRS[arm])
+            lr = given.get(arm, None if args.paper_lrs else arm_of(arm).lr)
             saved = (base or {}).get(name)
-            if saved is not None and given[arm] is None:
+            if saved is not None and arm not in given:
                 lr = None  # the saved config's rate
             cfgs[name] = load_config(args.config, args.overrides, defaults=DEFAULTS, base=saved,
-                                     **flat, **{"model.arm": arm, "optim.lr": lr, "seed": seed})
+                                     **flat, **{**arm_settings(arm, args.overrides, "--arms"), "optim.lr": lr,
+                                                "seed": seed})
     return cfgs
 
 
@@ -140,6 +178,10 @@ def run(args) -> int:
         args.out = staging_target(args.out)  # the hidden staging folder of an interrupted --overwrite: its run
     out: Path = args.out
     refuse_torchrun()
+    bad = unknown_message(args.arms or [])
+    if bad:  # --arms takes every word after it: an override there reads as an arm
+        hint = "; give key=value overrides before --arms" if any("=" in a for a in args.arms) else ""
+        raise UserError(bad + hint)
     if args.merge:
         from .merge import merge
 
@@ -308,7 +350,7 @@ def _refuse_conflicts(args) -> None:
     flat["optim.paper_lrs"] = True if args.paper_lrs else None
     refuse_conflicts(args, flat, FIXED_KEYS)
     lr_flags = [f for f, v in (("--baseline-lr", args.baseline_lr), ("--preln-lr", args.preln_lr),
-                               ("--pld-lr", args.pld_lr)) if v is not None]
+                               ("--pld-lr", args.pld_lr)) if v is not None] + [f"--lr {x}" for x in args.lr or []]
     for item in args.overrides or []:
         if parse_override(item)[0] == ["optim", "lr"] and lr_flags:
             raise UserError(f"{item} (every arm) and {' '.join(lr_flags)} disagree: give one")
@@ -559,7 +601,18 @@ def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigr
     settings = {arm: setting(arm) for arm in arms}
     ran = [cfgs[run_name(arms[0], s, len(seeds))].seed for s in seeds]  # the seeds the runs trained with
     meta = {**meta, "seeds": ran, "configs": {name: c.to_dict() for name, c in cfgs.items()}}
-    return write_compare_report(out, records, settings, num_layers, unigram, meta, depth=depth)
+    sizes = {arm: [_train_seqs(out / run_name(arm, s, len(seeds))) for s in seeds] for arm in arms}
+    return write_compare_report(out, records, settings, num_layers, unigram, meta, train_seqs=sizes, depth=depth)
+
+
+def _train_seqs(run: Path) -> int | None:
+    """The packed training sequences a run's data held (its ``pldrop.json``; None for runs made
+    before pldrop recorded it, or a damaged file)."""
+    try:
+        n = json.loads((run / "pldrop.json").read_text(encoding="utf-8")).get("train_seqs")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def depth_curves(runs: dict, summaries: dict, arms: list[str], seeds: list[int], rounds: int) -> dict[str, Any] | None:
@@ -610,7 +663,8 @@ def depth_curves(runs: dict, summaries: dict, arms: list[str], seeds: list[int],
     by_arm = {arm: mean_curve([section["models"][run_name(arm, s, len(seeds))] for s in seeds])
               for arm in arms if arm not in skipped}
     return {"strategy": "top", "min_keep": None, "timing": section["timing"], "precision": "bf16" if bf16 else "fp32",
-            "seeds": len(seeds), "seconds": time.perf_counter() - t0, "runs": section["models"], "models": by_arm, "skipped": skipped}
+            "seeds": len(seeds), "seconds": time.perf_counter() - t0, "runs": section["models"], "models": by_arm,
+            "skipped": skipped}
 
 
 def print_summary(res: dict[str, Any]) -> None:

@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from ..arms import DROPPING_MODELS
+from ..arms import default_lr as _arm_lr
 from ..errors import UserError
 from ..models import ARMS, PRESETS
 from ..schedule import DEFAULT_COOLDOWN, SCHEDULES
@@ -93,7 +95,7 @@ class ModelConfig:
 
     @property
     def uses_pld(self) -> bool:
-        return self.arm in ("pld", "postln-pld")
+        return self.arm in DROPPING_MODELS
 
 
 @dataclass
@@ -219,20 +221,13 @@ class TrainConfig:
 
 
 def default_lr(arm: str, paper: bool = False) -> float:
-    """Peak learning rate by arm.
-
-    The paper trained Post-LN BERT at 1e-4 and Pre-LN + PLD at 1e-3 (``paper=True``). At the
-    small sizes a CPU can train, 1e-4 is far too low for Post-LN: on `wiki-vital`, 12 blocks x
-    H128, 10 minutes, Post-LN reached 7.10 validation loss at 1e-4 and 6.88 at 5e-4 (a
-    unigram model scores 7.03), so the Post-LN default is 5e-4.
+    """Peak learning rate of `pldrop pretrain` by architecture (``model.arm``), from the arms table
+    (:mod:`pldrop.arms`, which says how each rate was chosen); ``paper``: the paper's rates.
 
     >>> default_lr("baseline"), default_lr("baseline", paper=True), default_lr("pld")
     (0.0005, 0.0001, 0.001)
     """
-    post_ln = arm in ("baseline", "postln-pld")
-    if paper:
-        return 1e-4 if post_ln else 1e-3
-    return 5e-4 if post_ln else 1e-3
+    return _arm_lr(arm, paper)
 
 
 # --- loading: dicts, YAML and key=value overrides -------------------------------------------

@@ -26,7 +26,7 @@ COMPARE_FILE = "compare.json"
 
 def read_compare_file(out: Path, flag: str = "--resume") -> dict:
     """``compare.json``: known arms, each once; seeds a list of distinct integers (one line if not)."""
-    from ..models import ARMS
+    from ..arms import ARMS
 
     path = Path(out) / COMPARE_FILE
     try:
@@ -254,9 +254,10 @@ def hold(folder: Path, flag: str):
     checked: a holder there would hold its lock file, so a shared lock on it fails."""
     import fcntl
 
-    from .rundir import LOCK, RunLock
+    from .rundir import LOCK, RunLock, check_control_files
 
     folder = Path(folder)
+    check_control_files(folder)  # a linked lock or marker is refused as such, not taken for a busy folder
 
     def busy() -> UserError:
         return UserError(f"{flag}: {str(folder)!r} is in use by another pldrop process (PID {_lock_holder(folder)}): "

@@ -107,6 +107,18 @@ def _restore_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer):
 # --- the run ----------------------------------------------------------------------------------
 
 
+def train_size(meta: dict) -> dict[str, Any]:
+    """What one pass over the training data is, from the packed data's ``meta.json``: ``train_seqs``
+    (packed rows; an epoch is that many samples) and ``train_text_tokens`` (the documents' own
+    tokens, without [CLS]/[SEP]/[PAD]); None where the meta does not say.
+
+    >>> train_size({"seq_len": 64, "splits": {"train": {"n_seqs": 10, "n_tokens": 600}}})
+    {'train_seqs': 10, 'train_text_tokens': 600}
+    """
+    train = (meta.get("splits") or {}).get("train") or {}
+    return {"train_seqs": train.get("n_seqs"), "train_text_tokens": train.get("n_tokens")}
+
+
 class PretrainRun:
     """One arm of pretraining in a run folder, advanced by :meth:`step`.
 
@@ -266,7 +278,7 @@ class PretrainRun:
                          "schedule": self.cfg.pld.schedule, "cooldown": self.cfg.pld.cooldown,
                          "clock": "fraction of the time budget" if self.horizon_estimated else "steps", "precision":
                          "bf16" if self.bf16 else "fp32", "corpus_fingerprint": self.data.meta.get("corpus_fingerprint"),
-                         "paper": "https://arxiv.org/abs/2010.13369", "resumes": []}
+                         "paper": "https://arxiv.org/abs/2010.13369", "resumes": [], **train_size(self.data.meta)}
         if self.resume:
             self._resume()
         elif self.main:
