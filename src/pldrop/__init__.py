@@ -5,15 +5,15 @@
 (0.6839, [0.75, 0.5])
 """
 
-from .controller import ProgressiveLayerDrop
+from .controller import PLDNotSteppedWarning, ProgressiveLayerDrop
 from .errors import UserError
 from .schedule import (SCHEDULES, constant_theta, expected_kept, gamma_for_steps, keep_probs, mean_expected_kept,
                        mean_theta, theta, theta_at_fraction, theta_at_step)
-from .surgery import apply_pld, find_block_lists, get_controller, remove_pld
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "PLDNotSteppedWarning",
     "ProgressiveLayerDrop",
     "SCHEDULES",
     "UserError",
@@ -24,6 +24,7 @@ __all__ = [
     "from_deepspeed_config",
     "gamma_for_steps",
     "get_controller",
+    "integrations",
     "keep_probs",
     "mean_expected_kept",
     "mean_theta",
@@ -35,13 +36,30 @@ __all__ = [
 ]
 
 
-def __getattr__(name):  # keep `import pldrop` light: DeepSpeed interop loads on first use
-    if name == "from_deepspeed_config":
-        from .integrations.deepspeed import from_deepspeed_config
+# Names that need torch (the surgery) or optional libraries (transformers' Trainer, DeepSpeed) load
+# on first use, so `import pldrop` -- and `pldrop --help` -- import neither torch nor transformers.
+_LAZY = {
+    "apply_pld": ".surgery",
+    "find_block_lists": ".surgery",
+    "get_controller": ".surgery",
+    "remove_pld": ".surgery",
+    "from_deepspeed_config": ".integrations.deepspeed",
+    "shrink": ".prune",  # depth on demand: a model with K of its L blocks
+}
 
-        return from_deepspeed_config
-    if name == "shrink":  # depth on demand: a model with K of its L blocks (pldrop.prune)
-        from .prune import shrink
 
-        return shrink
-    raise AttributeError(f"module 'pldrop' has no attribute {name!r}")
+def __getattr__(name):
+    import importlib
+
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    elif name == "integrations":  # README: pldrop.integrations.add_pld_callback(trainer)
+        value = importlib.import_module(".integrations", __name__)
+    else:
+        raise AttributeError(f"module 'pldrop' has no attribute {name!r}")
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -11,6 +11,7 @@ Gates are not drawn from torch's RNG. Each gate is a pure function of
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 from .schedule import (DEFAULT_COOLDOWN, NEEDS_LENGTH, RULES, check_cooldown, check_gamma, check_num_layers,
@@ -52,6 +53,12 @@ def draw_gates(probs: Sequence[float], seed: int, step: int, micro_step: int) ->
     return [gate_uniform(seed, step, micro_step, i) < p for i, p in enumerate(probs)]
 
 
+class PLDNotSteppedWarning(UserWarning):
+    """Training forwards keep coming but the controller's step never advances: θ(t) stays where
+    it is (θ = 1 from the start: PLD drops nothing). Raised once per controller; see
+    :attr:`ProgressiveLayerDrop.warn_after_forwards`."""
+
+
 class ProgressiveLayerDrop:
     """Keeps θ(t), the per-block keep probabilities and the gates of the latest forward.
 
@@ -79,6 +86,15 @@ class ProgressiveLayerDrop:
         keep_probs: one keep probability per block (index 0 = lowest block).
         last_kept: one bool per block: which blocks ran in the latest training forward
             (``None`` before the first one).
+        warn_after_forwards: warn (once, :class:`PLDNotSteppedWarning`) when more than this many
+            training forwards arrive without a :meth:`step` in between -- the sign of a loop that
+            never calls ``ctl.step(step)`` (or a ``Trainer`` without the callback), where θ stays 1
+            and nothing is dropped. 128 is more micro-batches per optimizer step than gradient
+            accumulation uses in practice; set it higher for more, ``None`` turns the check off.
+            Not checked where θ never moves (γ = 0, ``schedule="constant"``) or after :meth:`hold` (θ
+            held on purpose). The
+            check is one integer comparison per training forward, in the eager gate-drawing hook
+            (outside any region :mod:`pldrop.compile` compiles); eval forwards draw nothing.
         requires_find_unused_parameters: DistributedDataParallel must be built with
             ``find_unused_parameters=True``, because a skipped block's parameters get no
             gradient. After ``backward``, call :meth:`release_skipped_grads` so that the zero
@@ -87,6 +103,7 @@ class ProgressiveLayerDrop:
     """
 
     requires_find_unused_parameters = True
+    warn_after_forwards: int | None = 128
 
     def __init__(
         self,
@@ -112,6 +129,7 @@ class ProgressiveLayerDrop:
             raise ValueError("group_sizes=[] is out of range: PLD needs at least one block")
         self.seed, self.rule, self.rescale = int(seed), rule, bool(rescale)
         self.enabled = True
+        self._warned_not_stepped = False
         self.blocks: list[Any] = []  # filled in by apply_pld: the switchable block modules
         self.output_structure: dict[type, int] = {}  # block class -> tuple length it returns (0: a tensor)
         # a schedule that needs the run's length and was given none starts at progress 0; its first
@@ -148,6 +166,7 @@ class ProgressiveLayerDrop:
         else:
             th = theta_at_fraction(self.schedule, self.progress, self.theta_bar, cooldown=self.cooldown)
         self.hold(th)
+        self._held = False  # θ follows the schedule (hold() says it is fixed on purpose)
         self.last_kept: list[bool] | None = None
         self._kept_this_step = [False] * self.num_layers
         return self.theta
@@ -157,14 +176,31 @@ class ProgressiveLayerDrop:
         hold a fixed θ by calling this after ``step``)."""
         self.theta = check_theta_bar(value)
         self.keep_probs = [p for n in self.group_sizes for p in keep_probs(self.theta, n, self.rule)]
+        self._held = True
 
     def draw(self) -> list[bool]:
         """Draw the gates for the next training forward (called by the model's pre-hook)."""
         kept = draw_gates(self.keep_probs, self.seed, self.global_step, self.micro_step)
         self.micro_step += 1
+        if self.warn_after_forwards is not None and self.micro_step == self.warn_after_forwards + 1:
+            self._warn_not_stepped()  # one integer compare per forward, no host sync
         self.last_kept = kept
         self._kept_this_step = [a or b for a, b in zip(self._kept_this_step, kept)]
         return kept
+
+    def _warn_not_stepped(self) -> None:
+        if self._warned_not_stepped or self._held or self.gamma == 0 or self.schedule == "constant":
+            return  # warned already, θ held on purpose, or θ the same at every step
+        self._warned_not_stepped = True
+        warnings.warn(
+            f"PLD: {self.micro_step} training forwards without ProgressiveLayerDrop.step(): θ stays at "
+            f"{self.theta:.4g} (step {self.global_step}){', so no block is ever dropped' if self.theta >= 1 else ''}. "
+            "Call ctl.step(global_step) once per optimizer step, or under transformers.Trainer call "
+            "pldrop.integrations.add_pld_callback(trainer) before trainer.train() "
+            "(set ctl.warn_after_forwards higher for more gradient-accumulation micro-batches per step)",
+            PLDNotSteppedWarning,
+            stacklevel=2,
+        )
 
     @property
     def expected_kept(self) -> float:

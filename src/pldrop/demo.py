@@ -9,11 +9,7 @@ from __future__ import annotations
 import statistics
 import time
 
-import torch
-
-from .models import PRESETS, build_model, masked_lm_loss
-from .schedule import gamma_for_steps
-from .surgery import apply_pld
+from .presets import PRESETS
 
 
 def add_parser(sub) -> None:
@@ -29,8 +25,13 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .reporting.timing import reexec_with_tcmalloc
+    import torch
+
     from .errors import UserError
+    from .models import build_model, masked_lm_loss
+    from .reporting.timing import reexec_with_tcmalloc
+    from .schedule import gamma_for_steps
+    from .surgery import apply_pld
 
     if args.steps < 1 or args.batch_size < 1 or args.seq_len < 8:
         raise UserError("--steps and --batch-size must be >= 1 and --seq-len >= 8")

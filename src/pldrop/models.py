@@ -21,17 +21,8 @@ from torch import nn
 
 from .arms import MODELS, arm_of
 from .errors import UserError
+from .presets import PRESETS  # noqa: F401 - its home is pldrop.presets (no torch)
 
-# (layers, hidden, heads); intermediate = 4 * hidden as in BERT.
-PRESETS: dict[str, tuple[int, int, int]] = {
-    "tiny": (2, 64, 2),  # tests
-    "narrow": (12, 128, 2),  # 12 blocks, like BERT-base in depth
-    "narrow8": (8, 128, 2),  # the `pldrop compare` default: 1.6x the steps of narrow in a time budget
-    "mini": (4, 256, 4),  # BERT-mini
-    "small": (4, 512, 8),  # BERT-small
-    "medium": (8, 512, 8),  # BERT-medium
-    "base": (12, 768, 12),  # BERT-base, the paper's model
-}
 ARMS = MODELS  # the model.arm values (pldrop.arms: every arm there builds one of them)
 
 

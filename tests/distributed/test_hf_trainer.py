@@ -101,6 +101,29 @@ def test_callback_without_pld_model_says_so(tmp_path):
         trainer.train()
 
 
+@pytest.mark.parametrize("with_callback", [False, True])
+def test_trainer_without_the_callback_is_warned_once(tmp_path, with_callback):
+    """A Trainer never steps the controller by itself: without the callback θ stays 1 (nothing is
+    dropped), which PLDNotSteppedWarning says once; with it, gradient accumulation up to the
+    threshold stays quiet."""
+    import warnings
+
+    model = tiny_model(layers=2)
+    ctl = pldrop.apply_pld(model, theta_bar=THETA_BAR, gamma=GAMMA, seed=1)
+    ctl.warn_after_forwards = 4
+    trainer = make_trainer(tmp_path, model, max_steps=4, per_device_train_batch_size=2, gradient_accumulation_steps=4)
+    if with_callback:
+        add_pld_callback(trainer)
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        trainer.train()
+    said = [str(w.message) for w in got if issubclass(w.category, pldrop.PLDNotSteppedWarning)]
+    if with_callback:
+        assert said == [] and ctl.global_step == 3 and ctl.theta < 1
+    else:
+        assert len(said) == 1 and "add_pld_callback(trainer)" in said[0] and ctl.theta == 1.0
+
+
 def test_check_training_args_refuses_ddp_without_unused():
     from pldrop.integrations import check_training_args
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..arms import TABLE
 from ..errors import UserError
-from ..models import PRESETS
+from ..presets import PRESETS
 
 EPILOG = """\
 corpus sources (--corpus, repeatable):

@@ -19,9 +19,10 @@ from typing import Any
 import yaml
 
 from ..arms import DROPPING_MODELS
+from ..arms import MODELS as ARMS
 from ..arms import default_lr as _arm_lr
 from ..errors import UserError
-from ..models import ARMS, PRESETS
+from ..presets import PRESETS
 from ..schedule import DEFAULT_COOLDOWN, SCHEDULES
 
 
