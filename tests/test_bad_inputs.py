@@ -213,6 +213,7 @@ ROWS = [
                     _yaml(w, '{"progressive_layer_drop": {"enabled": true}}')], "is the pld schedule"),
     ("demo theta-bar 0", lambda w: ["demo", "--theta-bar", "0"], "--theta-bar 0.0"),
     ("demo theta-bar nan", lambda w: ["demo", "--theta-bar", "nan"], "--theta-bar nan"),
+    ("demo threads 0", lambda w: ["demo", "--threads", "0"], "--threads 0"),
     # data (item 7)
     ("corpus an empty name", lambda w: P + ["--corpus", "", "--out", str(w / "r")], "empty corpus name"),
     ("seq_len absurd", lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "data.seq_len=1000000000"],

@@ -469,3 +469,18 @@ def test_interrupted_converge_overwrite_keeps_old_and_new(tmp_path, monkeypatch,
     with pytest.raises(RuntimeError):
         main(["bench", "converge", "--out", str(out), *TINY, "--overwrite"])
     assert _bytes(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["conv"]
+@pytest.mark.parametrize("command", [["report"], ["bench", "converge"]])
+def test_preset_choices_include_the_default(command):
+    """--preset offers every preset, its own default (narrow8) among them."""
+    import argparse
+
+    from pldrop.cli import build_parser
+    from pldrop.presets import PRESETS
+    from pldrop.reporting.bench_cmd import TRAIN_DEFAULTS
+
+    p = build_parser()
+    for name in command:
+        p = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction)).choices[name]
+    assert p._option_string_actions["--preset"].choices == list(PRESETS)
+    assert TRAIN_DEFAULTS["preset"] in PRESETS
+    assert p.parse_args(["--out", "x", "--preset", TRAIN_DEFAULTS["preset"]]).preset == TRAIN_DEFAULTS["preset"]

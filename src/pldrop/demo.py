@@ -11,16 +11,33 @@ import time
 
 from .presets import PRESETS
 
+# The defaults keep the demo short: 40 steps per arm of a 12-block H128 model on 8 x 64 tokens,
+# one CPU thread -- about 0.1 s per step and arm on a free core (most of a step on 2 busy cores is
+# spent with the second thread waiting), so ~15 s with start-up. tests/test_demo.py holds the help
+# text to these numbers.
+DEFAULTS = {"steps": 40, "preset": "narrow", "batch_size": 8, "seq_len": 64, "threads": 1}
+EXPECTED = "about 15 s on one free CPU core"
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("demo", help="train a small Pre-LN BERT a few dozen steps with and without PLD",
-                       description=__doc__)
-    p.add_argument("--steps", type=int, default=40, help="optimizer steps per arm (default: 40)")
-    p.add_argument("--preset", default="narrow", choices=list(PRESETS), help="model size (default: narrow, L12 H128)")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seq-len", type=int, default=128)
+    d = DEFAULTS
+    layers, hidden, _ = PRESETS[d["preset"]]
+    p = sub.add_parser("demo", help=f"train a small Pre-LN BERT {d['steps']} steps with and without PLD ({EXPECTED})",
+                       description=__doc__ + f"\nWith the defaults: {d['steps']} optimizer steps per arm, a "
+                       f"{layers}-block H{hidden} model ({d['preset']}), batch {d['batch_size']} x {d['seq_len']} "
+                       f"tokens, {d['threads']} thread: {EXPECTED}. Larger settings scale the time with steps x "
+                       "batch x sequence length.")
+    p.add_argument("--steps", type=int, default=d["steps"], help=f"optimizer steps per arm (default: {d['steps']})")
+    p.add_argument("--preset", default=d["preset"], choices=list(PRESETS),
+                   help=f"model size (default: {d['preset']}, L{layers} H{hidden})")
+    p.add_argument("--batch-size", type=int, default=d["batch_size"],
+                   help=f"sequences per step (default: {d['batch_size']})")
+    p.add_argument("--seq-len", type=int, default=d["seq_len"], help=f"tokens per sequence (default: {d['seq_len']})")
     p.add_argument("--theta-bar", type=float, default=0.5, help="θ̄, where θ(t) decays to (default: 0.5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seeds the data, the initialisation and the PLD gates (default: 0)")
+    p.add_argument("--threads", type=int, default=d["threads"],
+                   help=f"torch CPU threads (default: {d['threads']}: a model this small gains little from more, "
+                        "and on a busy machine more threads are slower)")
     p.set_defaults(run=run)
 
 
@@ -28,13 +45,12 @@ def run(args) -> int:
     import torch
 
     from .errors import UserError
-    from .models import build_model, masked_lm_loss
     from .reporting.timing import reexec_with_tcmalloc
-    from .schedule import gamma_for_steps
-    from .surgery import apply_pld
 
     if args.steps < 1 or args.batch_size < 1 or args.seq_len < 8:
         raise UserError("--steps and --batch-size must be >= 1 and --seq-len >= 8")
+    if not 1 <= args.threads <= 1024:
+        raise UserError(f"--threads {args.threads}: give a number of CPU threads >= 1")
     if not 0 < args.theta_bar <= 1:  # also NaN
         raise UserError(f"--theta-bar {args.theta_bar}: θ̄ is a keep probability, give a value in (0, 1]")
     if not 0 <= args.seed < 2**63:
@@ -43,6 +59,21 @@ def run(args) -> int:
         raise UserError("the demo is a short run on synthetic data: give --seq-len and --batch-size <= 4096 and "
                         "--steps <= 100000 (use pldrop pretrain for real runs)")
     reexec_with_tcmalloc("demo")  # stable CPU timings (glibc malloc makes them swing)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _train(args)
+    finally:
+        torch.set_num_threads(threads)  # a library caller keeps its own setting
+
+
+def _train(args) -> int:
+    import torch
+
+    from .models import build_model, masked_lm_loss
+    from .schedule import gamma_for_steps
+    from .surgery import apply_pld
+
     vocab = 1000
     g = torch.Generator().manual_seed(args.seed)
     ids = torch.randint(5, vocab, (args.batch_size, args.seq_len), generator=g)

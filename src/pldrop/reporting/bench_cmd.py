@@ -39,6 +39,16 @@ SCALE_QUICK = {**SCALE_DEFAULTS, "minutes": None, "max_steps": 6, "seeds": 2, "s
 
 # --- arguments ------------------------------------------------------------------------------
 
+def _converge_hours(s: dict = SCALE_DEFAULTS, arms: int = 4) -> float:
+    """Training hours of ``bench converge`` (one process, runs in lockstep): 4 arms x seeds at the
+    budget, plus the Post-LN sweep at its share.
+
+    >>> round(_converge_hours(), 1)
+    5.5
+    """
+    return (arms * s["seeds"] + len(s["sweep_lrs"]) * s["sweep_fraction"]) * s["minutes"] / 60
+
+
 def add_step_args(p: argparse.ArgumentParser, prefix: str = "") -> None:
     """The step benchmark's knobs (``prefix`` = ``"step-"`` inside `pldrop report`)."""
     g = p.add_argument_group("step timing" + (f" (--{prefix}*)" if prefix else ""))
@@ -68,7 +78,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pretraining runs")
     g.add_argument("--corpus", action="append", metavar="SRC",
                    help="corpus source, repeatable (default: wiki-vital; see `pldrop pretrain --help`)")
-    g.add_argument("--preset", choices=["tiny", "narrow", "mini", "small", "medium", "base"],
+    from ..presets import PRESETS
+
+    g.add_argument("--preset", choices=list(PRESETS),
                    help=f"model size of the runs (default: {TRAIN_DEFAULTS['preset']}; --quick: tiny)")
     g.add_argument("--batch-size", type=int, metavar="N",
                    help=f"sequences per step (default: {TRAIN_DEFAULTS['batch_size']}; --quick: 8)")
@@ -113,10 +125,11 @@ def add_common(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("bench", help="measure time per sample against θ, and speed to a target loss",
+    p = sub.add_parser("bench", help="measure time per sample against θ (minutes), and speed to a target loss (hours)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     bsub = p.add_subparsers(dest="bench_command", metavar="WHAT", required=True)
-    s = bsub.add_parser("step", help="time per sample against θ, baseline and PLD interleaved",
+    s = bsub.add_parser("step", help="time per sample against θ, baseline and PLD interleaved (defaults: about 5 "
+                                     "minutes on 2 CPU cores, mostly BERT-base steps)",
                         description=_doc("step"), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(s)
     add_step_args(s)
@@ -128,7 +141,8 @@ def add_parser(sub) -> None:
     s.add_argument("--compile-backend", default="inductor", help="torch.compile backend of the compiled columns")
     s.set_defaults(run=run_step)
     c = bsub.add_parser("converge", help="Post-LN (paper and tuned rate), Pre-LN, Pre-LN + PLD: loss against "
-                                         "time and FLOPs, several seeds", description=_doc("converge"),
+                                         f"time and FLOPs, several seeds (defaults: about {_converge_hours():.1f} "
+                                         "hours on 2 CPU cores; --minutes scales it)", description=_doc("converge"),
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(c)
     add_train_args(c)

@@ -59,7 +59,8 @@ exit codes: 0 done, 2 bad input, 130/143 interrupted (--resume reuses every fini
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="run every benchmark and write report.md against the paper's claims",
+    p = sub.add_parser("report", help="run every benchmark and write report.md against the paper's claims "
+                                      "(defaults: about 9 hours on 2 CPU cores)",
                        description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p)
     add_train_args(p)
