@@ -258,6 +258,29 @@ def test_config_file_and_resolved_config(tmp_path, capsys):
     assert read_metrics(out / "metrics.jsonl")[0]["lr"] <= 0.002
 
 
+def test_compare_resume_with_a_spent_budget_changes_nothing(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    assert main(["compare", "--corpus", CORPUS, "--out", str(out), *TINY, "--arms", "preln", "pld",
+                 "--max-steps", "3", "--eval-every", "2"]) == 0
+
+    def snapshot():
+        return {str(p.relative_to(out)): (p.read_bytes(), p.stat().st_mtime_ns)
+                for p in sorted(out.rglob("*")) if p.is_file()}
+
+    before = snapshot()
+    for budget in ([], ["--max-steps", "3"], ["--max-steps", "1"]):
+        capsys.readouterr()
+        assert main(["compare", "--out", str(out), "--resume", "--no-progress", *budget]) == 0
+        cap = capsys.readouterr()
+        lines = cap.err.strip().splitlines()
+        assert len(lines) == 1 and "already at step preln 3, pld 3" in lines[0] and "nothing to do" in lines[0], cap
+        assert "horizon" not in cap.err and cap.out == ""
+        assert snapshot() == before  # byte-identical, nothing rewritten
+    (out / "report.md").unlink()  # killed after training, before the report: resuming writes it
+    assert main(["compare", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert (out / "report.md").is_file() and "nothing to do" not in capsys.readouterr().err
+
+
 def test_compare_writes_report_recomputable_from_metrics(tmp_path, capsys):
     from pldrop.train.analysis import compare_arms
 

@@ -75,6 +75,35 @@ def test_resuming_a_finished_run_keeps_its_validation(tmp_path, capsys):
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl")] == [1, 2, 3]
 
 
+def _snapshot(folder):
+    """Every file under ``folder`` with its bytes and modification time."""
+    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("budget", [["--max-steps", "2"], ["--max-steps", "4"], [], ["--max-samples", "8"]])
+def test_resume_with_a_budget_at_or_below_the_steps_done_changes_nothing(tmp_path, capsys, budget):
+    out = tmp_path / "run"
+    assert _run(out, "--max-steps", "4", "--eval-every", "2") == 0
+    before = _snapshot(out)
+    capsys.readouterr()
+    assert main(["pretrain", "--out", str(out), "--resume", "--no-progress", *budget]) == 0
+    cap = capsys.readouterr()
+    lines = cap.err.strip().splitlines()
+    assert len(lines) == 1 and "already at step 4" in lines[0] and "nothing to do" in lines[0], cap.err
+    assert "horizon" not in cap.err and cap.out == ""
+    assert _snapshot(out) == before  # byte-identical, not even rewritten (no new TensorBoard file either)
+
+
+def test_resume_of_a_run_killed_before_its_summary_still_finishes_it(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert _run(out, "--max-steps", "4") == 0
+    (out / "summary.json").unlink()  # killed between the last checkpoint and the final files
+    assert main(["pretrain", "--out", str(out), "--resume", "--no-progress"]) == 0
+    assert "nothing to do" not in capsys.readouterr().err
+    assert json.loads((out / "summary.json").read_text())["steps"] == 4
+
+
 def test_damaged_last_metrics_line_is_dropped_on_resume(tmp_path, capsys):
     out = tmp_path / "run"
     assert _run(out, "--max-steps", "4", "--save-every", "2") == 0

@@ -222,7 +222,7 @@ def run(args) -> int:
                            config_file=args.config)
     except Interrupted as e:
         return report_interrupt("pretrain", e)
-    if not summary:  # a rank other than 0 under torchrun: rank 0 reports
+    if not summary or summary.get("nothing_to_do"):  # another rank than 0 (rank 0 reports), or said already
         return 0
     val = f", validation loss {summary['val_loss']:.4f}" if "val_loss" in summary else ""
     print(f"{summary['arm']}: {summary['steps']} steps, {summary['samples']} samples in "

@@ -224,6 +224,8 @@ def run(args) -> int:
         raise UserError("the arms must share one batch size, so they are validated at the same sample counts")
     inputs = [p for c in cfgs.values() for p in input_paths(c)] + ([args.config] if args.config else [])
     check_out(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)
+    if args.resume and _nothing_to_do(out, cfgs):
+        return 0
 
     stop = StopSignal(immediate=True)
     runs: dict[str, PretrainRun] = {}
@@ -440,6 +442,21 @@ class _Finishing:
         if exc_type is None and self.pending is not None:
             raise self.pending
         return False
+
+
+def _nothing_to_do(out: Path, cfgs: dict) -> bool:
+    """Every run already spent its budget and the report is written: say so, change nothing."""
+    import sys
+
+    from .runfiles import finished_summary
+
+    done = [finished_summary(out / name, cfg.budget) for name, cfg in cfgs.items()]
+    if not (out / "report.md").is_file() or not all(done):
+        return False
+    steps = ", ".join(f"{name} {d['steps']}" for name, d in zip(cfgs, done))
+    print(f"pldrop compare: {str(out)!r} is already at step {steps}, at or past the budget; nothing to do "
+          f"(the comparison is unchanged: {out / 'report.md'})", file=sys.stderr)
+    return True
 
 
 def _saved_configs(out: Path, arms: list[str], seeds: list[int]) -> dict[str, dict | None]:

@@ -20,6 +20,7 @@ from ..errors import UserError
 from .config import TrainConfig
 from .distributed import any_rank, dist_teardown
 from .run import Interrupted, PretrainRun, evaluate  # noqa: F401 - evaluate: public here since 0.1
+from .runfiles import finished_summary
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -73,6 +74,9 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
              progress: bool | None = None, data=None, allow_data_change: bool = False,
              config_file: str | Path | None = None) -> dict[str, Any]:
     """Pretrain one arm; returns a summary (also written to ``<out>/summary.json``).
+
+    A ``resume`` of a run that already spent ``cfg.budget`` trains nothing and writes nothing: it
+    returns the saved summary with ``"nothing_to_do": True``.
 
     Args:
         cfg: the resolved configuration.
