@@ -127,10 +127,78 @@ def test_hf_source_uses_load_dataset(monkeypatch):
     assert fingerprint_sources("hf:a") == fingerprint_sources("hf:a") != fingerprint_sources("hf:b")
 
 
+def _network(monkeypatch, reachable: bool):
+    """The hub's offline mode off (tests run with HF_HUB_OFFLINE=1), and a network that reaches
+    the hub or does not -- no real connection either way."""
+    import socket
+
+    import datasets.config
+    import huggingface_hub.constants as hub
+
+    monkeypatch.delenv("HF_ENDPOINT", raising=False)
+    for var in ("https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(hub, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", False)
+    tried = []
+
+    def connect(address, timeout=None, *a, **k):
+        tried.append(address)
+        if not reachable:
+            raise OSError(101, "Network is unreachable")
+        return type("Sock", (), {"close": lambda self: None})()
+
+    monkeypatch.setattr(socket, "create_connection", connect)
+    return tried
+
+
+def _offline_flags():
+    import datasets.config
+    import huggingface_hub.constants as hub
+
+    return hub.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_hf_with_the_hub_unreachable_loads_offline_at_once(monkeypatch, cached):
+    """No half minute of retries: an unreachable hub switches the load to the local cache."""
+    import datasets
+
+    tried = _network(monkeypatch, reachable=False)
+    seen = []
+
+    def load(*a, **k):
+        seen.append(_offline_flags())
+        if cached:
+            return FakeDataset([{"text": "from the cache", "label": 0}])
+        raise ConnectionError("Couldn't reach 'nosuch/corpus' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", load)
+    if cached:
+        assert docs_of("hf:nosuch/corpus") == ["from the cache"]
+    else:
+        with pytest.raises(UserError, match=r"could not load hf:nosuch/corpus: the Hugging Face hub \(huggingface.co\) "
+                                            r"cannot be reached and it is not in the local Hugging Face cache") as e:
+            docs_of("hf:nosuch/corpus")
+        assert "\n" not in str(e.value) and "connect to the network, or give a local file" in str(e.value)
+    assert tried == [("huggingface.co", 443)] and seen == [(True, True)]  # loaded in offline mode
+    assert _offline_flags() == (False, False)  # and the mode restored after
+
+
+def test_hf_with_the_hub_unreachable_real_datasets_fails_fast(monkeypatch):
+    _network(monkeypatch, reachable=False)
+    with pytest.raises(UserError, match="cannot be reached and it is not in the local Hugging Face cache"):
+        docs_of("hf:pldrop-tests/no-such-corpus")
+
+
 def test_hf_failure_is_a_user_error(monkeypatch):
     import datasets
 
+    _network(monkeypatch, reachable=True)
+
     def offline(*a, **k):
+        assert _offline_flags() == (False, False)  # a reachable hub: online as the user set it
         raise ConnectionError("Couldn't reach 'nosuch/corpus' on the Hub (LocalEntryNotFoundError)\nmore")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)

@@ -67,6 +67,18 @@ def test_model_folder_problems(tiny, data, tmp_path, capsys):
     assert not (tmp_path / "o" / "results.json").exists()
 
 
+def test_missing_model_is_refused_before_the_task_is_prepared(tmp_path, capsys, monkeypatch):
+    import pldrop.tasks.registry as registry
+
+    def prepare(*args, **kwargs):
+        raise AssertionError("the task's data was prepared before --model was checked")
+
+    monkeypatch.setattr(registry, "load_task", prepare)
+    fails(capsys, ["finetune", "--model", str(tmp_path / "missing"), "--task", "trec6", "--out", str(tmp_path / "o"),
+                   "--no-progress"], f"--model {tmp_path / 'missing'}: not found")
+    assert not (tmp_path / "o").exists()
+
+
 def test_data_and_flag_problems(tiny, data, tmp_path, capsys):
     base = ["finetune", "--model", str(tiny), "--out", str(tmp_path / "o"), "--no-progress"]
     kw = [*base, "--task", "kw", "--data", str(data)]

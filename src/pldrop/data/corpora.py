@@ -17,6 +17,7 @@ so the split is the same on every run and machine and does not depend on corpus 
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import glob
 import hashlib
@@ -190,15 +191,82 @@ def _hf_documents(source: str, text_field: str) -> Iterator[str]:
             yield value.strip()
 
 
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Can a TCP connection to the Hugging Face hub open within ``timeout`` seconds?
+
+    The hub is ``$HF_ENDPOINT`` (default huggingface.co), or the HTTPS proxy that would carry the
+    request. The name lookup runs in a thread, so a resolver that hangs costs ``timeout`` too.
+    """
+    import socket
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    url = urllib.parse.urlsplit(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    proxy = None if urllib.request.proxy_bypass(url.hostname or "") else urllib.request.getproxies().get(url.scheme)
+    if proxy:
+        url = urllib.parse.urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    try:
+        host, port = url.hostname, url.port or (443 if url.scheme == "https" else 80)
+    except ValueError:  # a malformed port: let the hub client judge
+        return True
+    if not host:
+        return True
+    reached: list[bool] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            reached.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(reached)
+
+
+@contextlib.contextmanager
+def _hub_offline(on: bool):
+    """Offline mode of the hub client and of ``datasets`` while loading (they read it per call)."""
+    import datasets.config
+    import huggingface_hub.constants as hub
+
+    saved = hub.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE
+    if on:
+        hub.HF_HUB_OFFLINE = datasets.config.HF_HUB_OFFLINE = datasets.config.HF_DATASETS_OFFLINE = True
+    try:
+        yield
+    finally:
+        hub.HF_HUB_OFFLINE, datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE = saved
+
+
 def load_hf(source: str):
-    """``datasets.load_dataset(NAME, CONFIG, split="train")`` with a one-line UserError."""
+    """``datasets.load_dataset(NAME, CONFIG, split="train")`` with a one-line UserError.
+
+    Where the hub cannot be reached, the load runs in the hub's offline mode (from the local HF
+    cache) instead of retrying the network for half a minute, and fails at once if the dataset is
+    not cached.
+    """
     name, config = parse_hf(source)
+    why = None
     try:
         import datasets
+        import huggingface_hub.constants as hub
 
-        return datasets.load_dataset(name, config, split="train")
+        if hub.HF_HUB_OFFLINE:
+            why = "HF_HUB_OFFLINE is set"
+        elif not hub_reachable():
+            why = f"the Hugging Face hub ({os.environ.get('HF_ENDPOINT') or 'huggingface.co'}) cannot be reached"
+        with _hub_offline(why is not None):
+            return datasets.load_dataset(name, config, split="train")
     except Exception as e:  # the hub raises many types; the user needs one line
         msg = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        if why is not None:
+            raise UserError(f"could not load {source}: {why} and it is not in the local Hugging Face cache "
+                            f"({type(e).__name__}: {msg[:120]}); connect to the network, or give a local file"
+                            ) from None
         raise UserError(f"could not load {source} ({type(e).__name__}: {msg[:200]}); "
                         "the Hugging Face hub or a local HF cache must be reachable") from None
 

@@ -377,13 +377,13 @@ def finetune(
     out = Path(out)
     check_out_not_model(out, model)
     old = plan_out(out, overwrite)  # checks only: nothing is deleted before every input is checked
+    src = open_model(model)  # a wrong --model is refused before the task's data is prepared
     if task_data is None:
         task_data = load_task(task, data, text_columns=text_columns, label_column=label_column,
                               regression=regression, cache_dir=cache_dir)
         for line in task_data.notes:  # they name the task already
             log(line)
     _check_splits(task_data)
-    src = open_model(model)
     check_weights(src, task_data.labels)
     for line in src.notes:
         log(f"{model}: {line}")
