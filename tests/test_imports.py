@@ -36,6 +36,7 @@ def test_readme_names_resolve_lazily():
     import pldrop
 
     assert callable(pldrop.integrations.add_pld_callback)  # README: pldrop.integrations.add_pld_callback(trainer)
+    assert callable(pldrop.integrations.deepspeed.without_pld)  # README: ....deepspeed.without_pld(config)
     assert pldrop.apply_pld.__module__ == "pldrop.surgery"
     assert {"integrations", "apply_pld", "PLDNotSteppedWarning"} <= set(dir(pldrop))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):

@@ -87,9 +87,14 @@ class _AfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+_SUBMODULES = ("ddp", "deepspeed", "fsdp", "hf_trainer")  # README: pldrop.integrations.deepspeed.without_pld(...)
+
+
 def __getattr__(name):
     if name in _NAMES:
         return getattr(importlib.import_module(f".{_NAMES[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
