@@ -276,6 +276,9 @@ def test_compare_resume_with_a_spent_budget_changes_nothing(tmp_path, capsys):
         assert len(lines) == 1 and "already at step preln 3, pld 3" in lines[0] and "nothing to do" in lines[0], cap
         assert "horizon" not in cap.err and cap.out == ""
         assert snapshot() == before  # byte-identical, nothing rewritten
+    # a resume that is not this comparison is still refused, nothing to do or not
+    _exit2(capsys, ["compare", "--out", str(out), "--resume", "--preset", "mini", "--no-progress"], "model.preset=")
+    assert snapshot() == before
     (out / "report.md").unlink()  # killed after training, before the report: resuming writes it
     assert main(["compare", "--out", str(out), "--resume", "--no-progress"]) == 0
     assert (out / "report.md").is_file() and "nothing to do" not in capsys.readouterr().err

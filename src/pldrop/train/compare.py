@@ -224,8 +224,6 @@ def run(args) -> int:
         raise UserError("the arms must share one batch size, so they are validated at the same sample counts")
     inputs = [p for c in cfgs.values() for p in input_paths(c)] + ([args.config] if args.config else [])
     check_out(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)
-    if args.resume and _nothing_to_do(out, cfgs):
-        return 0
 
     stop = StopSignal(immediate=True)
     runs: dict[str, PretrainRun] = {}
@@ -250,6 +248,8 @@ def run(args) -> int:
                 data, r.show_progress = r.data, False
                 r.build_model()
                 r.build_optimizer()
+            if args.resume and stage is None and _nothing_to_do(work, runs):  # (a staged run goes on to its swap)
+                return 0
             if not args.resume:  # a new folder is created under its lock right before its first file
                 locks.enter_context(RunLock(work, create=True))
             stop.immediate = False
@@ -444,16 +444,15 @@ class _Finishing:
         return False
 
 
-def _nothing_to_do(out: Path, cfgs: dict) -> bool:
-    """Every run already spent its budget and the report is written: say so, change nothing."""
-    import sys
-
-    from .runfiles import finished_summary
-
-    done = [finished_summary(out / name, cfg.budget) for name, cfg in cfgs.items()]
+def _nothing_to_do(out: Path, runs: dict) -> bool:
+    """Every run already spent its budget and the report is written: say so, change nothing (after
+    the checks a resume makes: same model, data and corpus)."""
+    done = [r.spent_before() for r in runs.values()]
     if not (out / "report.md").is_file() or not all(done):
         return False
-    steps = ", ".join(f"{name} {d['steps']}" for name, d in zip(cfgs, done))
+    for r in runs.values():
+        r.check_resumable()
+    steps = ", ".join(f"{name} {d['steps']}" for name, d in zip(runs, done))
     print(f"pldrop compare: {str(out)!r} is already at step {steps}, at or past the budget; nothing to do "
           f"(the comparison is unchanged: {out / 'report.md'})", file=sys.stderr)
     return True

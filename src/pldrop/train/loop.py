@@ -20,7 +20,6 @@ from ..errors import UserError
 from .config import TrainConfig
 from .distributed import any_rank, dist_teardown
 from .run import Interrupted, PretrainRun, evaluate  # noqa: F401 - evaluate: public here since 0.1
-from .runfiles import finished_summary
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -117,14 +116,22 @@ def pretrain(cfg: TrainConfig, out: str | Path, resume: bool = False, overwrite:
             if main and not resume:
                 locks.enter_context(RunLock(work, create=True))
             stop.immediate = False  # from here on files are written: finish the step, then stop
-            run.start_or_resume()
-            if stop.signal is not None:
-                raise run.interrupt(stop.name)
-            while not run.done:
-                run.step()
-                if any_rank(stop.signal is not None, run.world, run.device):
+            finished = run.spent_before()
+            if finished is not None:  # --resume with the budget spent: nothing trained, nothing written
+                run.check_resumable()
+                if run.main:
+                    print(f"pldrop: {str(out)!r} is already at step {finished['steps']}, at or past the budget; "
+                          "nothing to do (the run folder is unchanged)", file=sys.stderr)
+                summary = {**finished, "nothing_to_do": True} if run.main else {}
+            else:
+                run.start_or_resume()
+                if stop.signal is not None:
                     raise run.interrupt(stop.name)
-            summary = run.finish()
+                while not run.done:
+                    run.step()
+                    if any_rank(stop.signal is not None, run.world, run.device):
+                        raise run.interrupt(stop.name)
+                summary = run.finish()
             if stage is not None and run.main:
                 stage.commit()
                 stage = None

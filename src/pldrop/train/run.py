@@ -43,7 +43,7 @@ from .evaluation import evaluate
 from .optim import horizon_for, lr_at, lr_at_fraction, param_groups
 from .rundir import recording
 from .runfiles import (
-    _get, _mark, _now, _read_json, _truncate_metrics, budget_spent, config_changes, finite_or_none,
+    _get, _mark, _now, _read_json, _truncate_metrics, budget_spent, config_changes, finished_summary, finite_or_none,
 )
 
 HORIZON_WINDOW = 30  # time budgets: the horizon (a record, not the lr's clock) is re-estimated each step from the median of this many recent steps
@@ -310,16 +310,13 @@ class PretrainRun:
             self.bar = tqdm(total=total, initial=min(total, self._bar_value(unit)), unit=unit, desc=self.cfg.model.arm,
                             disable=not self.show_progress, dynamic_ncols=True)
 
-    def _resume(self) -> None:
+    def check_resumable(self) -> tuple[dict[str, list], dict]:
+        """``--resume``: the folder must hold this run (``IDENTITY_KEYS``) on the same corpus (unless
+        ``allow_data_change``); returns what changed and the saved ``pldrop.json``. Reads only."""
         import yaml
 
-        ckpt = latest_checkpoint(self.out / "checkpoints")
-        if self.engine is not None and ckpt is not None:
-            raise UserError("--resume of a --deepspeed run is not supported yet (its checkpoints hold the weights, not "
-                            "the engine's optimizer state); start a new run")
         info = _read_json(self.out / "pldrop.json") if (self.out / "pldrop.json").is_file() else {}
-        self.pld_info["resumes"] = list(info.get("resumes", []))
-        saved_fp, now_fp = info.get("corpus_fingerprint"), self.pld_info["corpus_fingerprint"]
+        saved_fp, now_fp = info.get("corpus_fingerprint"), self.data.meta.get("corpus_fingerprint")
         change = {}
         if saved_fp and now_fp and saved_fp != now_fp:
             if not self.allow_data_change:
@@ -337,6 +334,22 @@ class PretrainRun:
                 raise UserError(f"--resume: {str(self.out)!r} was trained with {key}={_get(saved_cfg, key)!r}, not "
                                 f"{_get(self.cfg.to_dict(), key)!r}; use another --out for a different model or data")
         change.update(config_changes(saved_cfg if isinstance(saved_cfg, dict) else {}, self.cfg.to_dict()))
+        return change, info
+
+    def spent_before(self) -> dict[str, Any] | None:
+        """``--resume``: the saved summary if this run finished with its budget (a new one at or below
+        the steps done) already spent, else None. Then there is nothing to train, and
+        :meth:`start_or_resume` would only rewrite the folder: callers check :meth:`check_resumable`
+        and stop."""
+        return finished_summary(self.out, self.cfg.budget) if self.resume else None
+
+    def _resume(self) -> None:
+        ckpt = latest_checkpoint(self.out / "checkpoints")
+        if self.engine is not None and ckpt is not None:
+            raise UserError("--resume of a --deepspeed run is not supported yet (its checkpoints hold the weights, not "
+                            "the engine's optimizer state); start a new run")
+        change, info = self.check_resumable()
+        self.pld_info["resumes"] = list(info.get("resumes", []))
         if ckpt is not None:
             with self.own_rng():
                 restore = _restore_sharded(self.model, self.optimizer) if self.cfg.fsdp else None
