@@ -469,6 +469,8 @@ def test_interrupted_converge_overwrite_keeps_old_and_new(tmp_path, monkeypatch,
     with pytest.raises(RuntimeError):
         main(["bench", "converge", "--out", str(out), *TINY, "--overwrite"])
     assert _bytes(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["conv"]
+
+
 @pytest.mark.parametrize("command", [["report"], ["bench", "converge"]])
 def test_preset_choices_include_the_default(command):
     """--preset offers every preset, its own default (narrow8) among them."""
