@@ -57,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     from .integrations import defer_deepspeed_probe
 
     defer_deepspeed_probe()  # DeepSpeed loads only for --deepspeed (accelerate would import it on every save)
+    words = sys.argv[1:] if argv is None else argv
+    if not any(w in ("-h", "--help", "--version") for w in words):
+        # every command runs torch: import it before our signal handlers, whose exception raised inside
+        # torch's C++ module initialisation would abort the interpreter ("terminate called ..."); a
+        # signal during this import ends the process as before, with nothing written. --help needs none.
+        import torch  # noqa: F401
     old = _early_signals()  # until a command installs its own handler: stop cleanly, nothing written yet
     command = "pldrop"
     try:

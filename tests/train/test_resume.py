@@ -150,3 +150,32 @@ def test_sigterm_at_any_moment_leaves_a_resumable_folder(tmp_path, delay):
                               timeout=120).returncode == 0
         assert ([r["loss"] for r in read_metrics(out / "metrics.jsonl")]
                 == [r["loss"] for r in read_metrics(full / "metrics.jsonl")])
+
+
+def test_a_signal_in_a_callback_is_not_printed_as_an_ignored_exception():
+    """A SIGTERM landing in a callback Python cannot raise from (e.g. an import lock's weakref callback)
+    used to print 'Exception ignored ... Traceback'; the flag holds it, so it is dropped silently."""
+    import types
+
+    from pldrop.train.loop import StopSignal
+    from pldrop.train.run import Interrupted
+
+    seen = []
+    outer = sys.unraisablehook
+    sys.unraisablehook = lambda info: seen.append(info.exc_value)  # stands for Python's (or pytest's) own
+    try:
+        stop = StopSignal(immediate=True)
+        stop.signal = signal.SIGTERM
+        sys.unraisablehook(types.SimpleNamespace(exc_type=Interrupted, exc_value=Interrupted("SIGTERM", "x"),
+                                                 exc_traceback=None, err_msg=None, object=None))
+        assert seen == []  # ours: dropped
+        other = ValueError("not ours")
+        sys.unraisablehook(types.SimpleNamespace(exc_type=ValueError, exc_value=other, exc_traceback=None,
+                                                 err_msg=None, object=None))
+        assert seen == [other]  # anything else still reaches the hook before ours
+        stop.restore()
+        sys.unraisablehook(types.SimpleNamespace(exc_type=ValueError, exc_value=other, exc_traceback=None,
+                                                 err_msg=None, object=None))
+        assert seen == [other, other]  # restored
+    finally:
+        sys.unraisablehook = outer

@@ -40,6 +40,15 @@ class StopSignal:
                 self._old[sig] = signal.signal(sig, self._handle)
             except ValueError:  # not the main thread
                 pass
+        # A signal that lands in a callback Python cannot raise from (an import lock's weakref
+        # callback, a __del__) would print "Exception ignored ... Traceback": the flag holds it and
+        # the next check stops the run, so ours is dropped there, silently.
+        self._old_hook = sys.unraisablehook
+        sys.unraisablehook = self._unraisable
+
+    def _unraisable(self, info) -> None:
+        if not isinstance(info.exc_value, Interrupted):
+            self._old_hook(info)
 
     @property
     def name(self) -> str:
@@ -55,6 +64,8 @@ class StopSignal:
     def restore(self):
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        if sys.unraisablehook == self._unraisable:
+            sys.unraisablehook = self._old_hook
 
 
 def input_paths(cfg: TrainConfig) -> list[Path]:

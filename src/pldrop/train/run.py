@@ -43,7 +43,7 @@ from .evaluation import evaluate
 from .optim import horizon_for, lr_at, lr_at_fraction, param_groups
 from .rundir import recording
 from .runfiles import (
-    _get, _mark, _now, _read_json, _truncate_metrics, budget_spent, config_changes, finished_summary, finite_or_none,
+    _get, _mark, _now, _read_json, _truncate_metrics, config_changes, finished_summary, finite_or_none,
 )
 
 HORIZON_WINDOW = 30  # time budgets: the horizon (a record, not the lr's clock) is re-estimated each step from the median of this many recent steps
@@ -419,8 +419,11 @@ class PretrainRun:
         b = self.cfg.budget
         if self.diverged is not None:
             return True
-        spent = budget_spent(b, self.step_count, self.samples, self.train_time)
-        return spent if b.max_minutes is None else any_rank(spent, self.world, self.device)  # ranks' clocks differ
+        if b.max_steps is not None:
+            return self.step_count >= b.max_steps
+        if b.max_samples is not None:
+            return self.samples >= b.max_samples
+        return any_rank(self.train_time >= b.max_minutes * 60, self.world, self.device)
 
     def step(self) -> dict[str, Any]:
         """One optimizer step (all micro-batches), then logging, validation and a checkpoint when due."""

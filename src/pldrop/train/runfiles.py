@@ -46,20 +46,6 @@ def config_changes(saved: dict, now: dict, prefix: str = "") -> dict[str, list]:
 # --- run-folder files -------------------------------------------------------------------------
 
 
-def budget_spent(budget, steps: int, samples: int, train_time_s: float) -> bool:
-    """Has a run with these counts spent ``budget`` (a :class:`~pldrop.train.config.BudgetConfig`)?
-
-    >>> from pldrop.train.config import BudgetConfig
-    >>> budget_spent(BudgetConfig(max_steps=4), 4, 128, 1.0), budget_spent(BudgetConfig(max_minutes=1), 9, 288, 59.0)
-    (True, False)
-    """
-    if budget.max_steps is not None:
-        return steps >= budget.max_steps
-    if budget.max_samples is not None:
-        return samples >= budget.max_samples
-    return train_time_s >= budget.max_minutes * 60
-
-
 def finished_summary(out: Path, budget) -> dict[str, Any] | None:
     """``summary.json`` of the run in ``out`` if it finished at its latest checkpoint with ``budget``
     already spent (a ``--resume`` with nothing to train), else None.
@@ -77,7 +63,9 @@ def finished_summary(out: Path, budget) -> dict[str, Any] | None:
     steps, samples, secs = summary.get("steps"), summary.get("samples"), summary.get("train_time_s")
     if not (isinstance(steps, int) and isinstance(samples, int) and isinstance(secs, (int, float))):
         return None
-    if pointer.get("step") != steps or not budget_spent(budget, steps, samples, secs):
+    from .finished import budget_reached
+
+    if pointer.get("step") != steps or not budget_reached(budget, summary):
         return None
     return summary
 
