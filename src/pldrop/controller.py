@@ -91,10 +91,10 @@ class ProgressiveLayerDrop:
             never calls ``ctl.step(step)`` (or a ``Trainer`` without the callback), where θ stays 1
             and nothing is dropped. 128 is more micro-batches per optimizer step than gradient
             accumulation uses in practice; set it higher for more, ``None`` turns the check off.
-            Not checked where θ never moves (γ = 0, ``schedule="constant"``) or after :meth:`hold` (θ
-            held on purpose). The
-            check is one integer comparison per training forward, in the eager gate-drawing hook
-            (outside any region :mod:`pldrop.compile` compiles); eval forwards draw nothing.
+            Not checked where θ never moves (γ = 0, ``schedule="constant"``) or after :meth:`hold`
+            (θ held on purpose). The check is one integer comparison per training forward, in the
+            eager gate-drawing hook (outside any region :mod:`pldrop.compile` compiles); eval
+            forwards draw nothing.
         requires_find_unused_parameters: DistributedDataParallel must be built with
             ``find_unused_parameters=True``, because a skipped block's parameters get no
             gradient. After ``backward``, call :meth:`release_skipped_grads` so that the zero
