@@ -4,13 +4,14 @@ import json
 import shutil
 
 import pytest
-
 from _launch import ROOT, dist_env, run, torchrun_cmd
+
+from pldrop.train.rundir import foreign_files
 
 pytestmark = pytest.mark.multiprocess
 
-EXPECTED = {".pldrop-run", "CREDITS.md", "checkpoints", "config.json", "config.yaml", "metrics.jsonl", "model.safetensors",
-            "pldrop.json", "summary.json", "tb", "tokenizer.json", "tokenizer_config.json"}
+EXPECTED = {".pldrop-run", ".pldrop-files.jsonl", "CREDITS.md", "checkpoints", "config.json", "config.yaml",
+            "metrics.jsonl", "model.safetensors", "pldrop.json", "summary.json", "tb", "tokenizer.json", "tokenizer_config.json"}
 
 
 def pretrain(out, env, *extra):
@@ -30,6 +31,7 @@ def test_pretrain_two_ranks_and_resume(tmp_path):
     full = tmp_path / "full"
     pretrain(full, env, "--max-steps", "6")
     assert {p.name for p in full.iterdir()} == EXPECTED
+    assert foreign_files(full) == []  # every file the ranks wrote is recorded: --overwrite may replace the run
     assert len(list((full / "tb").iterdir())) == 1  # one TensorBoard writer: rank 0's
     recs = steps_logged(full)
     assert [r["step"] for r in recs] == [1, 2, 3, 4, 5, 6]  # one line per step, not one per rank
