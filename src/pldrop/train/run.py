@@ -235,7 +235,8 @@ class PretrainRun:
             else:
                 from torch.distributed.fsdp import fully_shard
 
-                for block in self.model.base_model.encoder.layer:
+                base = self.model.base_model
+                for block in (base.layers if m.causal else base.encoder.layer):
                     fully_shard(block)
                 fully_shard(self.loss_module)
         elif self.world > 1 and not cfg.deepspeed:
