@@ -323,6 +323,9 @@ ROWS = [
     # the arms table (issue 24 item 3)
     ("compare --arms nope", lambda w: C + ["--corpus", str(TINY), "--out", str(w / "r"), "--arms", "pld", "nope"],
      "--arms: unknown arm nope; known arms: baseline, preln, pld, postln-pld, pld-cooldown"),
+    ("compare --arms preln llama (masked and causal LMs)",
+     lambda w: C + ["--corpus", str(TINY), "--out", str(w / "r"), "--arms", "preln", "llama"],
+     "--arms preln llama: preln trains a masked LM and llama a causal LM; their losses are not comparable"),
     ("pretrain --arm nope", lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "--arm", "nope"],
      "--arm nope: unknown arm nope; known arms: baseline"),
     ("compare --lr nope=1", lambda w: C + ["--corpus", str(TINY), "--out", str(w / "r"), "--lr", "nope=1"],
@@ -352,7 +355,7 @@ ROWS = [
     ("compare an override after --arms",
      lambda w: C + ["--corpus", str(TINY), "--out", str(w / "r"), "--arms", "preln", "pld", "pld.schedule=anneal"],
      "unknown arm pld.schedule=anneal; known arms: baseline, preln, pld, postln-pld, pld-cooldown, sd-constant, "
-     "pld-anneal; give key=value overrides before --arms"),
+     "pld-anneal, llama, llama-pld, llama-pld-cooldown; give key=value overrides before --arms"),
     ("pretrain a variant arm against its schedule override",
      lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "--arm", "sd-constant", "pld.schedule=pld"],
      "--arm sd-constant trains with pld.schedule=constant"),

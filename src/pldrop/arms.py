@@ -31,8 +31,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 POST_LN, PRE_LN = "Post-LN", "Pre-LN"
-MODELS = ("baseline", "pld", "preln", "postln-pld")  # the model.arm values the model builder knows
-DROPPING_MODELS = ("pld", "postln-pld")  # the model.arm values that drop blocks (PLD gates fitted)
+MODELS = ("baseline", "pld", "preln", "postln-pld", "llama", "llama-pld")  # the model.arm values the model builder knows
+DROPPING_MODELS = ("pld", "postln-pld", "llama-pld")  # the model.arm values that drop blocks (PLD gates fitted)
+CAUSAL_MODELS = ("llama", "llama-pld")  # the model.arm values that are causal LMs (next-token loss, not masked)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,7 @@ class Arm:
     """One arm: its name, architecture, depth schedule, default learning rates and label."""
 
     name: str  # what --arms / --arm take, and the run folder's name in a comparison
-    model: str  # model.arm: baseline (Post-LN BERT), preln (Pre-LN), pld (Pre-LN + PLD), postln-pld
+    model: str  # model.arm: baseline (Post-LN BERT), preln (Pre-LN), pld (Pre-LN + PLD), postln-pld, llama, llama-pld
     label: str  # the human name in reports and plots
     lr: float  # peak learning rate in the `pldrop compare` recipe
     pretrain_lr: float  # peak learning rate of `pldrop pretrain`'s default recipe
@@ -58,9 +59,15 @@ class Arm:
         return self.model in DROPPING_MODELS
 
     @property
+    def causal(self) -> bool:
+        """Whether the arm is a causal LM (next-token loss) rather than a masked LM."""
+        return self.model in CAUSAL_MODELS
+
+    @property
     def full_depth(self) -> str:
-        """The arm with the same blocks that drops none (``preln`` for Pre-LN arms, ``baseline`` for Post-LN)."""
-        return "baseline" if self.post_ln else "preln"
+        """The arm with the same blocks that drops none (``preln`` for Pre-LN arms, ``baseline`` for Post-LN,
+        ``llama`` for the decoders)."""
+        return "llama" if self.causal else "baseline" if self.post_ln else "preln"
 
 
 def _post(name, model, label, **kw) -> Arm:
@@ -82,6 +89,11 @@ TABLE: tuple[Arm, ...] = (
          help="Pre-LN + stochastic depth at one θ, matched in mean blocks to pld"),
     _pre("pld-anneal", "pld", "Pre-LN + PLD (anneal)", pld={"schedule": "anneal"},
          help="Pre-LN + PLD, drop rate highest early, zero at the end"),
+    # decoders (causal LMs, next-token loss): Llama-style blocks, pre-norm (RMSNorm) like the Pre-LN arms
+    _pre("llama", "llama", "Llama", help="Llama-style causal LM (RMSNorm, rotary, SwiGLU) without PLD"),
+    _pre("llama-pld", "llama-pld", "Llama + PLD", help="Llama-style causal LM + PLD (ST rescale on its pre-norm blocks)"),
+    _pre("llama-pld-cooldown", "llama-pld", "Llama + PLD (cooldown)", pld={"schedule": "cooldown"},
+         help="Llama + PLD, θ back to 1 over the last pld.cooldown of the run"),
 )
 BY_NAME: dict[str, Arm] = {a.name: a for a in TABLE}
 ARMS: tuple[str, ...] = tuple(BY_NAME)
@@ -97,7 +109,7 @@ def unknown_message(names, what: str = "--arms") -> str | None:
     """One line naming the unknown arms and listing the known ones, or None when all are known.
 
     >>> unknown_message(["pld", "nope"])
-    '--arms: unknown arm nope; known arms: baseline, preln, pld, postln-pld, pld-cooldown, sd-constant, pld-anneal'
+    '--arms: unknown arm nope; known arms: baseline, preln, pld, postln-pld, pld-cooldown, sd-constant, pld-anneal, llama, llama-pld, llama-pld-cooldown'
     """
     bad = [n for n in names if n not in BY_NAME]
     if not bad:
@@ -151,6 +163,24 @@ def full_depth_of(name: str, preln: str = "preln", pld: str = "pld") -> str | No
     if a is not None and name != pld:
         return (preln if a.full_depth == "preln" else a.full_depth) if a.drops else None
     return preln if name == pld or name.startswith(pld + "-") else None
+
+
+def mixed_objectives(names) -> str | None:
+    """One line refusing a comparison of masked-LM arms with causal-LM arms, or None when they share one.
+
+    >>> mixed_objectives(["llama", "llama-pld"]) is None
+    True
+    >>> mixed_objectives(["preln", "llama"])
+    '--arms preln llama: preln trains a masked LM and llama a causal LM; their losses are not comparable -- compare masked-LM arms or causal-LM arms, not both'
+    """
+    known = [n for n in names if n in BY_NAME]
+    mlm = [n for n in known if not BY_NAME[n].causal]
+    causal = [n for n in known if BY_NAME[n].causal]
+    if not mlm or not causal:
+        return None
+    return (f"--arms {' '.join(names)}: {', '.join(mlm)} train{'s' if len(mlm) == 1 else ''} a masked LM and "
+            f"{', '.join(causal)} a causal LM; their losses are not comparable -- compare masked-LM arms or "
+            "causal-LM arms, not both")
 
 
 def dropping(name: str, pld: str = "pld") -> bool:

@@ -3,6 +3,8 @@
 - ``"pld"`` arm (and ``"preln"``): Pre-LN ``RobertaPreLayerNormForMaskedLM`` -- LayerNorm on each
   sub-layer's input, the residual path untouched, a final LayerNorm: the paper's ST block shape.
 - ``"baseline"`` arm: the paper's baseline, Post-LN ``BertForMaskedLM``.
+- ``"llama"`` arm (and ``"llama-pld"``): a Llama-style causal LM, ``LlamaForCausalLM`` (RMSNorm pre-norm,
+  rotary positions, SwiGLU feed-forward of width ≈ 8/3·H, tied embeddings), trained on next-token loss.
 
 Plus :func:`masked_lm_loss`, which projects only the masked positions onto the vocabulary:
 output-equivalent to the HF head on all positions, and several times cheaper (the
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .arms import MODELS, arm_of
+from .arms import CAUSAL_MODELS, MODELS, arm_of
 from .errors import UserError
 from .presets import PRESETS  # noqa: F401 - its home is pldrop.presets (no torch)
 
@@ -40,6 +42,8 @@ def preset_config(preset: str, arm: str, vocab_size: int, seq_len: int = 128, **
     if arm not in ARMS:
         raise UserError(f"arm={arm!r} is not known: use one of {', '.join(ARMS)}")
     layers, hidden, heads = PRESETS[preset]
+    if arm in CAUSAL_MODELS:
+        return _llama_config(layers, hidden, heads, vocab_size, seq_len, **overrides)
     kwargs = dict(
         vocab_size=vocab_size,
         hidden_size=hidden,
@@ -53,6 +57,31 @@ def preset_config(preset: str, arm: str, vocab_size: int, seq_len: int = 128, **
     kwargs.update(overrides)
     post_ln = arm_of(arm).post_ln
     return BertConfig(**kwargs) if post_ln else RobertaPreLayerNormConfig(**kwargs)
+
+
+def swiglu_width(hidden: int, multiple: int = 32) -> int:
+    """The SwiGLU feed-forward width for ``hidden``: 8/3·H (as many weights as a 4·H GELU MLP with its
+    three matrices), rounded up to a multiple of ``multiple`` (Llama rounds to 256 at full size).
+
+    >>> swiglu_width(64), swiglu_width(128), swiglu_width(768)
+    (192, 352, 2048)
+    """
+    return -(-(8 * hidden) // 3 // multiple) * multiple
+
+
+def _llama_config(layers: int, hidden: int, heads: int, vocab_size: int, seq_len: int, **overrides: Any):
+    """A ``LlamaConfig`` at a preset's sizes. BERT's dropout keys map to Llama's one attention dropout
+    (a Llama block has no hidden dropout); the special-token ids come from the caller (the tokenizer)."""
+    from transformers import LlamaConfig
+
+    overrides.pop("hidden_dropout_prob", None)
+    if "attention_probs_dropout_prob" in overrides:
+        overrides["attention_dropout"] = overrides.pop("attention_probs_dropout_prob")
+    kwargs = dict(vocab_size=vocab_size, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+                  num_key_value_heads=heads, intermediate_size=swiglu_width(hidden), max_position_embeddings=seq_len,
+                  tie_word_embeddings=True, pad_token_id=0, use_cache=True)
+    kwargs.update(overrides)
+    return LlamaConfig(**kwargs)
 
 
 MODEL_TYPES = ("bert", "roberta-prelayernorm")
@@ -135,7 +164,8 @@ def build_model(
     seed: int = 0,
     **overrides: Any,
 ) -> nn.Module:
-    """A freshly initialised masked-LM for ``arm`` from a preset or an HF ``config.json``.
+    """A freshly initialised masked-LM (causal LM for the ``llama`` arms) for ``arm`` from a preset or an
+    HF ``config.json``.
 
     Args:
         arm: ``baseline`` (Post-LN BERT), ``pld`` / ``preln`` (Pre-LN RoBERTa), or ``postln-pld``.
@@ -146,8 +176,10 @@ def build_model(
         seq_len: longest sequence, sets ``max_position_embeddings``.
         seed: seeds the initialisation, so both arms of a comparison are reproducible.
     """
-    from transformers import AutoConfig, AutoModelForMaskedLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
+    if config_file is not None and arm in CAUSAL_MODELS:
+        raise UserError(f"model.config_file is not supported for arm {arm!r} yet; use a preset (model.preset)")
     if config_file is not None:
         raw = check_config_file(config_file, seq_len, arm)
         raw.update(vocab_size=vocab_size, **overrides)
@@ -155,6 +187,8 @@ def build_model(
     else:
         config = preset_config(preset, arm, vocab_size, seq_len, **overrides)
     torch.manual_seed(seed)
+    if arm in CAUSAL_MODELS:
+        return AutoModelForCausalLM.from_config(config)
     return AutoModelForMaskedLM.from_config(config)
 
 
@@ -203,20 +237,58 @@ class MaskedLMLoss(nn.Module):
         return loss, correct, target.numel()
 
 
+def causal_lm_loss(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None,
+                   labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Next-token loss of a causal LM: position t predicts token t+1 (``labels``, default ``input_ids``,
+    shifted by one inside, as HF does); targets where the attention mask is 0 or the label is -100 are
+    left out.
+
+    Returns:
+        (mean cross-entropy, logits (N, V), targets (N,)).
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]  # (B, T-1, V)
+    target = (input_ids if labels is None else labels)[:, 1:].clone()  # (B, T-1)
+    if attention_mask is not None:
+        target[attention_mask[:, 1:] == 0] = -100
+    sel = target != -100
+    logits, target = logits[sel], target[sel]  # (N, V), (N,)
+    return F.cross_entropy(logits.float(), target), logits, target
+
+
+class CausalLMLoss(MaskedLMLoss):
+    """:class:`MaskedLMLoss`'s interface for a causal LM: ``(next-token loss, n_correct, n_predicted)``."""
+
+    def forward(self, input_ids, attention_mask, labels):
+        loss, logits, target = causal_lm_loss(self.model, input_ids, attention_mask, labels)
+        correct = (logits.argmax(-1) == target).sum()
+        return loss, correct, target.numel()
+
+
+def loss_module(model: nn.Module, causal: bool) -> nn.Module:
+    """The training/validation loss module of a model: next-token (``causal``) or masked-token."""
+    return CausalLMLoss(model) if causal else MaskedLMLoss(model)
+
+
 def train_flops(config: Any, batch_size: int, seq_len: int, n_masked: int, blocks_run: float) -> float:
     """Matmul FLOPs of one training step (forward + backward = 3x forward), counted from shapes.
 
-    Per block, per token: Q, K, V, O projections 8H², feed-forward 4HI; attention scores and
-    weighted sum 4TH. The masked-only head: 2H² + 2HV per masked token. Embeddings, norms and
-    softmax are ignored (a few percent at most).
+    Per block, per token: Q, K, V, O projections 8H², feed-forward 4HI (SwiGLU, three matrices:
+    6HI); attention scores and weighted sum 4TH. The masked-only head: 2H² + 2HV per masked
+    token; a decoder's head (no dense layer): 2HV per predicted token (``n_masked``). Embeddings,
+    norms and softmax are ignored (a few percent at most).
 
     >>> from transformers import BertConfig
     >>> cfg = BertConfig(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, vocab_size=30522)
     >>> round(train_flops(cfg, 1, 128, 20, 12) / 1e9, 1)  # GFLOPs per 128-token sequence
     69.9
+    >>> from transformers import LlamaConfig
+    >>> cfg = LlamaConfig(hidden_size=64, intermediate_size=192, num_hidden_layers=2, vocab_size=400)
+    >>> train_flops(cfg, 1, 8, 7, 2) == 3 * (2 * (8 * (8 * 64 * 64 + 6 * 64 * 192) + 4 * 8 * 8 * 64) + 7 * 2 * 64 * 400)
+    True
     """
     H, I, V = config.hidden_size, config.intermediate_size, config.vocab_size
+    gated = getattr(config, "model_type", None) == "llama"  # SwiGLU: gate, up and down projections
     tokens = batch_size * seq_len
-    block = tokens * (8 * H * H + 4 * H * I) + batch_size * 4 * seq_len * seq_len * H
-    head = n_masked * (2 * H * H + 2 * H * V)
+    block = tokens * (8 * H * H + (6 if gated else 4) * H * I) + batch_size * 4 * seq_len * seq_len * H
+    head = n_masked * ((0 if gated else 2 * H * H) + 2 * H * V)
     return 3.0 * (blocks_run * block + head)

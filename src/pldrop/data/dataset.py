@@ -253,15 +253,15 @@ def build_token_cache(folder: Path, docs: Callable[[], Iterable[str]], plan: Spl
 
 
 def open_split(folder: Path, split: str, tokenizer, meta: dict, *, seed: int,
-               mlm_prob: float = 0.15) -> PackedDataset:
-    """A :class:`PackedDataset` over ``<folder>/<split>.bin`` (``valid`` gets fixed masks)."""
+               mlm_prob: float = 0.15, causal: bool = False) -> PackedDataset:
+    """A :class:`PackedDataset` over ``<folder>/<split>.bin`` (``valid`` gets fixed masks; ``causal``: none)."""
     s = meta["splits"][split]
     specials = [i for i in tokenizer.all_special_ids if i is not None]
     return PackedDataset(folder / f"{split}.bin", n_seqs=s["n_seqs"], seq_len=meta["seq_len"],
                          dtype=meta["dtype"], last_len=s["last_len"],
                          mask_id=tokenizer.mask_token_id, pad_id=tokenizer.pad_token_id,
                          vocab_size=len(tokenizer), special_ids=specials, seed=seed,
-                         mlm_prob=mlm_prob, fixed_masks=split == "valid")
+                         mlm_prob=mlm_prob, fixed_masks=split == "valid", masked=not causal)
 
 
 def token_cache_problem(folder: Path, tokenizer_fp: str | None = None) -> str | None:
@@ -335,7 +335,7 @@ def prepare_data(sources: list[str] | str, *, seq_len: int = 128, vocab_size: in
                  val_fraction: float = 0.05, seed: int = 0, cache_dir: str | Path | None = None,
                  out_tokenizer_dir: str | Path | None = None, text_field: str = "text",
                  text_column: str = "text", mlm_prob: float = 0.15,
-                 progress: bool | None = None) -> PreparedData:
+                 progress: bool | None = None, causal: bool = False) -> PreparedData:
     """Load a corpus, get a tokenizer, tokenize and pack (cached), and return the datasets.
 
     Args:
@@ -353,6 +353,8 @@ def prepare_data(sources: list[str] | str, *, seq_len: int = 128, vocab_size: in
         text_column: text column in CSV/TSV files.
         mlm_prob: share of non-special tokens selected for masked-LM prediction.
         progress: tqdm bars while tokenizing (None: only when stderr is a terminal).
+        causal: datasets for a causal LM: the packed tokens uncorrupted (the same token cache: a
+            row is ``[CLS] doc [SEP] doc …``, [CLS] the start token and [SEP] the end of a document).
 
     Under ``torch.distributed``, let rank 0 call this first and the others after a barrier;
     concurrent calls are safe (atomic renames) but would each do the work.
@@ -417,7 +419,7 @@ def prepare_data(sources: list[str] | str, *, seq_len: int = 128, vocab_size: in
             raise UserError(f"the token cache {str(folder)!r} could not be built soundly ({why}); check the "
                             "disk (space, permissions) and the cache folder")
     meta = json.loads((folder / "meta.json").read_text())
-    train = open_split(folder, "train", tokenizer, meta, seed=seed, mlm_prob=mlm_prob)
-    valid = open_split(folder, "valid", tokenizer, meta, seed=seed, mlm_prob=mlm_prob)
+    train = open_split(folder, "train", tokenizer, meta, seed=seed, mlm_prob=mlm_prob, causal=causal)
+    valid = open_split(folder, "valid", tokenizer, meta, seed=seed, mlm_prob=mlm_prob, causal=causal)
     return PreparedData(tokenizer=tokenizer, train=train, valid=valid, meta=meta, folder=folder,
                         credits=credits)

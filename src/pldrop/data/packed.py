@@ -33,15 +33,17 @@ class PackedDataset(torch.utils.data.Dataset):
         seed: mask seed.
         mlm_prob: share of non-special tokens selected for prediction.
         fixed_masks: ignore the epoch (validation).
+        masked: corrupt the tokens for masked-LM training; False (causal LMs): the tokens as they are,
+            ``labels`` the same ids with -100 on padding (the next-token loss shifts them).
     """
 
     def __init__(self, path: str | Path, *, n_seqs: int, seq_len: int, dtype: str, last_len: int,
                  mask_id: int, pad_id: int, vocab_size: int, special_ids: list[int], seed: int,
-                 mlm_prob: float = 0.15, fixed_masks: bool = False):
+                 mlm_prob: float = 0.15, fixed_masks: bool = False, masked: bool = True):
         self.path, self.n_seqs, self.seq_len, self.dtype = Path(path), n_seqs, seq_len, dtype
         self.last_len, self.mask_id, self.pad_id = last_len, mask_id, pad_id
         self.vocab_size, self.special_ids = vocab_size, sorted(set(special_ids) | {pad_id})
-        self.seed, self.mlm_prob, self.fixed_masks = seed, mlm_prob, fixed_masks
+        self.seed, self.mlm_prob, self.fixed_masks, self.masked = seed, mlm_prob, fixed_masks, masked
         self.epoch = 0
         self._rows: np.ndarray | None = None
 
@@ -83,6 +85,9 @@ class PackedDataset(torch.utils.data.Dataset):
     def get(self, idx: int, epoch: int = 0) -> dict[str, torch.Tensor]:
         """Example ``idx`` masked as in ``epoch`` (the epoch is ignored with ``fixed_masks``)."""
         ids = self.tokens(idx)
+        if not self.masked:  # a causal LM reads every token and predicts each next one
+            mask = self.attention_mask(idx)
+            return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
         tag = ("valid", self.seed, idx) if self.fixed_masks else ("train", self.seed, epoch, idx)
         input_ids, labels = mask_tokens(ids, generator=generator_for("mlm", *tag),
                                         mask_id=self.mask_id, vocab_size=self.vocab_size,

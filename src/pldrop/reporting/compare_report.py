@@ -34,7 +34,12 @@ def render_plateau(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     p = an["plateau"]
     base = labels[an["baseline"]]
     lines = []
-    if p["unigram_loss"] is not None:
+    if p.get("objective") == "causal-lm":
+        lines.append("**Causal LMs**: the unigram plateau and the word-order probe are masked-LM references (masked "
+                     "positions only; shuffling tokens a next-token predictor has not yet read measures something "
+                     "else), so they are not computed for these arms. Accuracies here are next-token accuracies, "
+                     f"and only the accuracy check (≥ {num(p['min_accuracy'], 2)}) gates a speed-up claim.")
+    elif p["unigram_loss"] is not None:
         lines.append(f"**Unigram plateau** of this tokenizer (every masked token guessed from its frequency alone): "
                      f"validation loss {num(p['unigram_loss'])}, masked-token accuracy {num(p['unigram_accuracy'])}. "
                      f"A model has learned more than token frequencies once its accuracy is ≥ {num(p['min_accuracy'], 2)} "
@@ -48,7 +53,12 @@ def render_plateau(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     if p["loss_ok"] is False:
         why.append(f"final validation loss {num(p['final_loss'])} is only {num(p['below_unigram'])} below the unigram "
                    f"loss (needs ≥ {num(p['margin'], 1)})")
-    if p["left"]:
+    if p.get("objective") == "causal-lm" and not p["left"]:
+        from ..train.analysis import not_learned
+
+        lines.append(f"\n**{not_learned(p).capitalize()}**: at this budget a speed-up says nothing about PLD and **no "
+                     "speed-up claim is made**; give the arms a longer budget.")
+    elif p["left"]:
         below = (f", loss {num(p['below_unigram'])} below the unigram loss" if p["below_unigram"] is not None else "")
         lines.append(f"\nThe {base} baseline left the unigram plateau (final accuracy {num(p['final_accuracy'])}{below}).")
     else:
@@ -475,7 +485,9 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
                    f"{num(s['final_val_accuracy'])}{shuf}, time per sample {num(s['time_per_sample_s'], 2, 1e3)} ms, "
                    f"{num(s['mean_blocks_run'], 2)} / {an['num_layers']} blocks")
     if not p["left"]:
-        out.append("the baseline did not leave the unigram plateau: no speed-up claim")
+        from ..train.analysis import not_learned
+
+        out.append(f"{not_learned(p)}: no speed-up claim")
     wos = [w for w in (an.get("word_order") or {}).values() if w is not None]
     if wos and not any(w["uses_order"] for w in wos):
         out.append("word order: shuffling the validation text costs no arm accuracy -- the models are bag-of-words "

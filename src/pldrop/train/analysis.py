@@ -322,6 +322,17 @@ def _per_seed(runs: Any) -> list[Records]:
     return [list(r) for r in runs]
 
 
+def not_learned(plateau_: Mapping[str, Any]) -> str:
+    """Why no claim is made when the baseline has not learned enough (:func:`plateau`'s ``left`` is False).
+
+    >>> not_learned({"objective": "causal-lm", "min_accuracy": 0.15})
+    "the baseline's next-token accuracy stayed below 0.15"
+    """
+    if plateau_.get("objective") == "causal-lm":
+        return f"the baseline's next-token accuracy stayed below {plateau_['min_accuracy']:g}"
+    return "the baseline did not leave the unigram plateau"
+
+
 def plateau(final_loss: float | None, final_accuracy: float | None, unigram: Mapping[str, float] | None
             ) -> dict[str, Any]:
     """Has a model left the unigram plateau? Masked-token accuracy ≥ 0.15 and validation loss at
@@ -487,6 +498,10 @@ def compare_arms(records_by_arm: Mapping[str, Any], num_layers: int, baseline: s
 
     base_final = arms[baseline]["summary"]
     pl = plateau(base_final["final_val_loss"], base_final["final_val_accuracy"], unigram)
+    from ..arms import BY_NAME
+
+    if any(BY_NAME[a].causal for a in runs if a in BY_NAME):  # next-token accuracy; no unigram reference
+        pl["objective"] = "causal-lm"
     targets = _common_targets(base, (unigram or {}).get("loss"))
     curves = {arm: curve_over_seeds([speedup_curve(b, a, targets, keys) for b, a in zip(base, rs)])
               for arm, rs in runs.items() if arm != baseline}
@@ -604,7 +619,7 @@ def verdict(curves: Mapping[str, list[dict[str, Any]]], plateau_: dict[str, Any]
     out["lowest_reached"] = reached_any[-1]["target"] if reached_any else None
     out["lowest_target"] = curve[-1]["target"] if curve else None
     if not plateau_["left"]:
-        out.update(claim="no claim", why="the baseline did not leave the unigram plateau", helps=None)
+        out.update(claim="no claim", helps=None, why=not_learned(plateau_))
     elif not curve:
         out.update(claim="no claim", why="the baseline's validation loss never fell clearly below where it started",
                    helps=None)

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..arms import ARMS, DEFAULT_COMPARE, arm_of, unknown_message
+from ..arms import ARMS, DEFAULT_COMPARE, arm_of, mixed_objectives, unknown_message
 from .command_line import command_line
 
 DEFAULT_ARMS = DEFAULT_COMPARE  # the arms table (pldrop.arms) declares every arm, its label and default rate
@@ -183,6 +183,9 @@ def run(args) -> int:
     if bad:  # --arms takes every word after it: an override there reads as an arm
         hint = "; give key=value overrides before --arms" if any("=" in a for a in args.arms) else ""
         raise UserError(bad + hint)
+    mixed = mixed_objectives(args.arms or [])
+    if mixed:
+        raise UserError(mixed)
     if args.merge:
         from .merge import merge
 
@@ -258,7 +261,8 @@ def run(args) -> int:
                 r.start_or_resume()
                 print(f"== {arm}: {describe(r.cfg, r.bf16)}" + (f", {r.step_count} steps done" if r.step_count else ""),
                       flush=True)
-            unigram = _unigram(data)
+            # the unigram plateau is a masked-LM reference (masked positions, special tokens left out)
+            unigram = None if any(r.cfg.model.causal for r in runs.values()) else _unigram(data)
             if unigram:
                 print(f"unigram plateau of this tokenizer: validation loss {unigram['loss']:.3f}, "
                       f"masked-token accuracy {unigram['accuracy']:.3f}", flush=True)
@@ -675,7 +679,8 @@ def depth_curves(runs: dict, summaries: dict, arms: list[str], seeds: list[int],
     device = next(iter(runs.values())).device
     bf16 = any(runs[n].bf16 for n in models)  # the arms share it (it follows the model width and the device)
     with torch.autocast(device.type, torch.bfloat16, enabled=bf16):  # as the runs' own validation
-        section = depth_section(models, batches, strategy="top", rounds=rounds, device=device)
+        section = depth_section(models, batches, strategy="top", rounds=rounds, device=device,
+                                causal={n: runs[n].cfg.model.causal for n in models})
     del models
     by_arm = {arm: mean_curve([section["models"][run_name(arm, s, len(seeds))] for s in seeds])
               for arm in arms if arm not in skipped}

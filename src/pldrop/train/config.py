@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from ..arms import DROPPING_MODELS
+from ..arms import CAUSAL_MODELS, DROPPING_MODELS
 from ..arms import MODELS as ARMS
 from ..arms import default_lr as _arm_lr
 from ..errors import UserError
@@ -97,6 +97,11 @@ class ModelConfig:
     @property
     def uses_pld(self) -> bool:
         return self.arm in DROPPING_MODELS
+
+    @property
+    def causal(self) -> bool:
+        """A causal LM (next-token loss on unmasked text) rather than a masked LM."""
+        return self.arm in CAUSAL_MODELS
 
 
 @dataclass

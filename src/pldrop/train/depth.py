@@ -45,12 +45,9 @@ def batch_loss(model: torch.nn.Module, batch: Batch, causal: bool) -> tuple[floa
     """
     ids, mask = batch["input_ids"], batch.get("attention_mask")
     if causal:
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1]  # (B, T-1, V)
-        target = ids[:, 1:].clone()
-        if mask is not None:
-            target[mask[:, 1:] == 0] = -100
-        sel = target != -100
-        logits, target = logits[sel], target[sel]  # (N, V), (N,)
+        from ..models import causal_lm_loss
+
+        _, logits, target = causal_lm_loss(model, ids, mask)  # (N, V), (N,)
     else:
         labels = batch["labels"]
         from ..models import masked_lm_loss

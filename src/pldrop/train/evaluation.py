@@ -9,9 +9,11 @@ scores the same on both. The gap says which of the two a short run has learned.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-from ..models import MaskedLMLoss
+from ..models import loss_module
 
 SHUFFLE_SEED = 0  # the probe's permutations are fixed, so every run and arm is probed alike
 
@@ -42,9 +44,13 @@ def shuffle_order(batch: dict[str, torch.Tensor], generator: torch.Generator) ->
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset, batch_size: int, max_seqs: int, bf16: bool, device,
-             loss_fn: torch.nn.Module | None = None, shuffled: bool = False) -> dict[str, float]:
+             loss_fn: torch.nn.Module | None = None, shuffled: bool = False, causal: bool = False) -> dict[str, float]:
     """Masked-token loss and accuracy over (the first ``max_seqs`` of) the validation set
     (``loss_fn``: a :class:`MaskedLMLoss` to call instead of a new one, e.g. the FSDP root).
+
+    ``causal``: next-token loss and accuracy instead, plus ``val_ppl`` (the perplexity, exp of the
+    loss); the word-order probe is a masked-LM probe and gives nothing for a causal LM (its
+    prediction of token t+1 sees only tokens up to t, so shuffling measures something else).
 
     With ``shuffled``, the word-order probe: the same sequences and masks with each sequence's
     tokens shuffled (:func:`shuffle_order`, fixed permutations); keys ``val_loss_shuffled``,
@@ -52,8 +58,10 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int, max_seqs: int, bf
     """
     from ..data.batches import collate
 
+    if shuffled and causal:
+        return {}
     was_training = (loss_fn if loss_fn is not None else model).training
-    loss_fn = loss_fn if loss_fn is not None else MaskedLMLoss(model)
+    loss_fn = loss_fn if loss_fn is not None else loss_module(model, causal)
     loss_fn.eval()
     gen = torch.Generator().manual_seed(SHUFFLE_SEED)
     n = len(dataset) if not max_seqs else min(max_seqs, len(dataset))
@@ -72,4 +80,7 @@ def evaluate(model: torch.nn.Module, dataset, batch_size: int, max_seqs: int, bf
     loss_fn.train(was_training)
     if shuffled:
         return {"val_loss_shuffled": total_loss / max(1, count), "val_accuracy_shuffled": correct / max(1, count)}
-    return {"val_loss": total_loss / max(1, count), "val_accuracy": correct / max(1, count), "val_tokens": count}
+    out = {"val_loss": total_loss / max(1, count), "val_accuracy": correct / max(1, count), "val_tokens": count}
+    if causal:
+        out["val_ppl"] = math.exp(min(out["val_loss"], 700.0))  # exp overflows past ~709
+    return out

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from ..errors import UserError
-from ..models import MaskedLMLoss, build_model, train_flops
+from ..models import build_model, loss_module, train_flops
 from ..schedule import gamma_for_steps
 from ..surgery import apply_pld
 from .checkpoint import atomic_write_text, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -176,7 +176,7 @@ class PretrainRun:
             data = prepare_data(d.corpus, seq_len=d.seq_len, vocab_size=d.vocab_size, lowercase=d.lowercase,
                                 tokenizer_dir=tokenizer_dir, val_fraction=d.val_fraction, seed=cfg.seed,
                                 cache_dir=d.cache_dir, text_field=d.text_field, text_column=d.text_column,
-                                mlm_prob=d.mlm_prob, progress=self.show_progress)
+                                mlm_prob=d.mlm_prob, progress=self.show_progress, causal=cfg.model.causal)
             if self.world > 1 and self.main:
                 torch.distributed.barrier(group=prep)
         if len(data.valid) == 0:
@@ -205,6 +205,9 @@ class PretrainRun:
                                     "use another schedule")
                 cfg.pld.theta_bar, cfg.pld.gamma = ds_pld["theta_bar"], ds_pld["gamma"]
         drop = {"hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": m.dropout}
+        if m.causal:  # the start, end-of-document and padding tokens of the packed rows ([CLS] ... [SEP] ... [PAD])
+            tok = self.data.tokenizer
+            drop.update(bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id)
         self.model = build_model(m.arm, len(self.data.tokenizer), m.preset, m.config_file, d.seq_len, cfg.seed,
                                  **drop).to(self.device)
         self.model.train()
@@ -220,7 +223,7 @@ class PretrainRun:
             from ..compile import compile_blocks
 
             compile_blocks(self.model)
-        self.loss_module = MaskedLMLoss(self.model)
+        self.loss_module = loss_module(self.model, m.causal)
         if cfg.fsdp:  # FSDP2: one shard group per block and the root; a block dropped on every rank costs no comms
             if self.world < 2:
                 raise UserError("--fsdp shards the model over processes: launch with torchrun --nproc_per_node=N (N >= 2)")
@@ -232,7 +235,8 @@ class PretrainRun:
             else:
                 from torch.distributed.fsdp import fully_shard
 
-                for block in self.model.base_model.encoder.layer:
+                base = self.model.base_model
+                for block in (base.layers if m.causal else base.encoder.layer):
                     fully_shard(block)
                 fully_shard(self.loss_module)
         elif self.world > 1 and not cfg.deepspeed:
@@ -500,7 +504,8 @@ class PretrainRun:
             self.set_horizon(self.step_count + round(left / statistics.median(recent)) + 1)
         record = {"step": self.step_count, "loss": loss_sum, "lr": lr, "samples": self.samples, "step_time": dt,
                   "samples_per_s": self.global_batch / dt, "wall": self.train_time, "flops": self.flops,
-                  "mlm_accuracy": correct / max(1, masked), "blocks_run": blocks_run,
+                  "next_token_accuracy" if self.cfg.model.causal else "mlm_accuracy": correct / max(1, masked),
+                  "blocks_run": blocks_run,
                   "theta": ctl.theta if ctl is not None else 1.0, "horizon": self.horizon}
         if frac is not None:
             record["budget_fraction"] = frac  # where this step started: the lr's and θ's clock
@@ -525,7 +530,7 @@ class PretrainRun:
         if self.main or self.cfg.fsdp:
             result = evaluate(self.model, self.data.valid, self.cfg.optim.batch_size, self.cfg.data.val_max_seqs,
                               self.bf16, self.device, loss_fn=self.loss_module if self.cfg.fsdp else None,
-                              shuffled=shuffled)
+                              shuffled=shuffled, causal=self.cfg.model.causal)
             self.last_eval = {**(self.last_eval if shuffled else {}), **result}
         if self.world > 1:
             torch.distributed.barrier()
