@@ -76,9 +76,13 @@ def check_num_layers(num_layers: int) -> int:
     ...
     ValueError: num_layers=0 is out of range: it must be an integer >= 1
     """
-    if isinstance(num_layers, bool) or int(num_layers) != num_layers or num_layers < 1:
-        raise ValueError(f"num_layers={num_layers!r} is out of range: it must be an integer >= 1")
-    return int(num_layers)
+    return _positive_int("num_layers", num_layers)
+
+
+def _positive_int(name: str, value) -> int:
+    if isinstance(value, bool) or int(value) != value or value < 1:
+        raise ValueError(f"{name}={value!r} is out of range: it must be an integer >= 1")
+    return int(value)
 
 
 def theta(step: float, theta_bar: float = 0.5, gamma: float = 0.001) -> float:
@@ -207,9 +211,7 @@ def check_total_steps(total_steps: int) -> int:
     ...
     ValueError: total_steps=0 is out of range: it must be an integer >= 1
     """
-    if isinstance(total_steps, bool) or int(total_steps) != total_steps or total_steps < 1:
-        raise ValueError(f"total_steps={total_steps!r} is out of range: it must be an integer >= 1")
-    return int(total_steps)
+    return _positive_int("total_steps", total_steps)
 
 
 def progress(step: float, total_steps: int) -> float:
