@@ -554,14 +554,14 @@ def _write_compare_file(work: Path, arms: list[str], seeds: list[int], resumed: 
 
 
 def _bar(runs, progress):
-    """One progress bar over all arms (time, steps and last validation loss of each)."""
-    from tqdm.auto import tqdm
+    """One progress bar over all arms: training minutes (or steps, or samples) of every arm together, and
+    each arm's latest validation loss."""
+    from .run import progress_bar
 
-    show = progress if progress is not None else os.isatty(2)
     first = next(iter(runs.values()))
     total, unit = first._bar_total()
-    bar = tqdm(total=total * len(runs), unit=unit, desc="compare", disable=not show, dynamic_ncols=True)
-    done = {arm: r._bar_value(unit) for arm, r in runs.items()}
+    bar = progress_bar(total * len(runs), unit, "compare", progress)
+    done = {arm: min(total, r._bar_value(unit)) for arm, r in runs.items()}
     bar.update(sum(done.values()))
 
     def update(name, rec):
@@ -569,11 +569,11 @@ def _bar(runs, progress):
             bar.close()
             return
         r = runs[name]
-        v = r._bar_value(unit)
+        v = min(total, r._bar_value(unit))  # a budget's last step overshoots it; the bar stops at its total
         bar.update(v - done[name])
         done[name] = v
-        bar.set_postfix({a: f"{x.last_eval['val_loss']:.2f}" if x.last_eval else f"{x.step_count}"
-                         for a, x in runs.items()}, refresh=False)
+        bar.set_postfix_str("val loss " + " ".join(f"{a} {x.last_eval['val_loss']:.3f}" if x.last_eval else f"{a} –"
+                                                   for a, x in runs.items()), refresh=False)
 
     return update
 

@@ -121,6 +121,19 @@ def train_size(meta: dict) -> dict[str, Any]:
     return {"train_seqs": train.get("n_seqs"), "train_text_tokens": train.get("n_tokens")}
 
 
+def progress_bar(total: float, unit: str, desc: str, show: bool | None):
+    """A tqdm bar in ``unit`` (``step``, ``sample``, or ``s``: training seconds, shown in minutes with one
+    decimal), drawn only when ``show`` (None: when stderr is a terminal)."""
+    from tqdm.auto import tqdm
+
+    show = sys.stderr.isatty() if show is None else show
+    if unit != "s":
+        return tqdm(total=total, unit=unit, desc=desc, disable=not show, dynamic_ncols=True)
+    return tqdm(total=total, unit_scale=1 / 60, desc=desc, disable=not show, dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} min of training "
+                           "[{elapsed}<{remaining}{postfix}]")
+
+
 class PretrainRun:
     """One arm of pretraining in a run folder, advanced by :meth:`step`.
 
@@ -298,7 +311,6 @@ class PretrainRun:
         self.write_pld_info()
         if self.main:
             from torch.utils.tensorboard import SummaryWriter
-            from tqdm.auto import tqdm
 
             if self.resume:
                 _truncate_metrics(self.out / "metrics.jsonl", self.step_count)
@@ -307,8 +319,8 @@ class PretrainRun:
             self.metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
             self.record_logs()
             total, unit = self._bar_total()
-            self.bar = tqdm(total=total, initial=min(total, self._bar_value(unit)), unit=unit, desc=self.cfg.model.arm,
-                            disable=not self.show_progress, dynamic_ncols=True)
+            self.bar = progress_bar(total, unit, self.cfg.model.arm, self.show_progress)
+            self.bar.update(min(total, self._bar_value(unit)))
 
     def check_resumable(self) -> tuple[dict[str, list], dict]:
         """``--resume``: the folder must hold this run (``IDENTITY_KEYS``) on the same corpus (unless
@@ -545,7 +557,8 @@ class PretrainRun:
             extra = {"val": f"{self.last_eval['val_loss']:.3f}"} if self.last_eval else {}
             self.bar.set_postfix(loss=f"{record['loss']:.3f}", theta=f"{record['theta']:.3f}", **extra, refresh=False)
             _, unit = self._bar_total()
-            self.bar.update({"step": 1, "sample": self.global_batch, "s": record["step_time"]}[unit])
+            step = {"step": 1, "sample": self.global_batch, "s": record["step_time"]}[unit]
+            self.bar.update(min(step, self.bar.total - self.bar.n))  # the budget's last step overshoots it
 
     def _bar_total(self) -> tuple[float, str]:
         b = self.cfg.budget
