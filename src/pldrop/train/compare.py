@@ -28,7 +28,7 @@ from .command_line import command_line
 
 DEFAULT_ARMS = DEFAULT_COMPARE  # the arms table (pldrop.arms) declares every arm, its label and default rate
 # The default recipe (benchmarks/defaults-search.md): 8 blocks x H128, a 2,000-token vocabulary, 64-token
-# sequences, batch 32, no dropout, 6 % warm-up, validation every 50 steps; Post-LN at its tuned 1e-3
+# sequences, batch 32, no dropout, 6 % warm-up, about 10 validations per arm; Post-LN at its tuned 1e-3
 # (2e-3 stalls on the plateau), Pre-LN arms at a Cramming-style 2e-3 (pldrop.arms: Arm.lr). Every arm gets DEFAULT_MINUTES of
 # training: 15 minutes in all for the three arms.
 DEFAULT_MINUTES = 5.0
@@ -37,8 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {"preset": "narrow8", "dropout": 0.0},
     "data": {"vocab_size": 2000, "seq_len": 64, "val_max_seqs": 256},
     "optim": {"batch_size": 32, "warmup_ratio": 0.06},
-    "eval_every": 50,
-}
+}  # eval_every unset: about 10 validations per arm whatever the budget (pldrop.train.run.EVAL_POINTS)
 COMPARE_FILE = "compare.json"
 DEPTH_ROUNDS = 5  # timing rounds of the depth curves (a few seconds at the default recipe), as evaluate-depth
 
