@@ -49,7 +49,7 @@ default scale (about 9 hours on 2 idle CPU cores; the runs must leave the unigra
   time ≈ step timing (~4 min) + minutes x (4·seeds + 3·sweep-fraction + 7·ablation-fraction·ablation-seeds
          + 1) x 1.15 (validation) + fine-tuning (~4 min per rate, 3 rates)
 --quick: preset tiny, batch 8, 6 steps per pretraining run (4 arms x 2 seeds, a 3-rate sweep and 7 ablation
-  arms at 3 steps each), step timing of tiny only, trec6 fine-tuned for 30 steps at one rate (2e-3) per
+  arms at 3 steps each; the equal-wall-clock PLD run gets the Post-LN run's seconds instead), step timing of tiny only, trec6 fine-tuned for 30 steps at one rate (2e-3) per
   checkpoint (3 checkpoints): under a minute on 2 CPU cores (measured: 12 s with the corpus and trec6
   cached, the 2 cores shared at load 3.5), plus the download, tokenizer and task preparation the first
   time; it checks the pipeline, not the paper's claims; give --corpus and --tasks/--task-data to stay offline.
