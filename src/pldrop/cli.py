@@ -93,24 +93,22 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def _library_bars(show: bool):
-    """transformers' and the hub's own bars ("Loading weights", "Writing model shards", downloads) off
-    under --no-progress and when stderr is not a terminal; pldrop draws one bar per long job itself."""
-    if show:
-        yield
-        return
+    """transformers' own bars ("Loading weights", "Writing model shards") off in every command, pldrop
+    draws one bar per long job itself; the hub's download bars too under --no-progress and when stderr
+    is not a terminal. Restored after (tests call main() in one process)."""
     from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
     from transformers.utils import logging as hf_logging
 
     hf_was, hub_was = hf_logging.is_progress_bar_enabled(), not are_progress_bars_disabled()
-    hf_logging.disable_progress_bar()
-    disable_progress_bars()
+    hf_logging.disable_progress_bar()  # (it turns the hub's off too)
+    if show and hub_was:
+        enable_progress_bars()
     try:
         yield
     finally:
         if hf_was:
             hf_logging.enable_progress_bar()
-        if hub_was:
-            enable_progress_bars()
+        (enable_progress_bars if hub_was else disable_progress_bars)()
 
 
 def _end(rc: int) -> int:

@@ -41,7 +41,7 @@ def _on_a_terminal(args: list[str], env: dict) -> tuple[int, str]:
 def test_compare_bar_on_a_terminal_and_none_with_no_progress(tmp_path):
     env = {**os.environ, "PLDROP_CACHE": str(tmp_path / "cache")}
     common = ["compare", "--corpus", CORPUS, "--preset", "tiny", "--batch-size", "8", "--arms", "baseline", "pld",
-              "--max-minutes", "0.02", "--no-depth-curve", "data.vocab_size=400", "data.val_max_seqs=16"]
+              "--max-minutes", "0.02", "--depth-rounds", "0", "data.vocab_size=400", "data.val_max_seqs=16"]
     rc, shown = _on_a_terminal([*common, "--out", str(tmp_path / "bar")], env)
     assert rc == 0, shown
     # the compare bar: minutes with one decimal, one unit, validation losses with 3 decimals under one label
@@ -49,6 +49,7 @@ def test_compare_bar_on_a_terminal_and_none_with_no_progress(tmp_path):
     assert re.search(r"val loss baseline (\d+\.\d{3}|–) pld (\d+\.\d{3}|–)", shown), shown[-2000:]
     assert not re.search(r"\d+\.\d{4,}/", shown)  # no 15.00152528500007/180.0
     assert "Pre-processing sequences" not in shown  # the tokenizer's own bar, never
+    assert "Loading weights" not in shown and "Writing model shards" not in shown  # nor transformers'
 
     rc, quiet = _on_a_terminal([*common, "--out", str(tmp_path / "quiet"), "--no-progress"], env)
     assert rc == 0, quiet
