@@ -101,7 +101,21 @@ def downstream_settings(args):
     src = FT_QUICK if args.quick else FT_DEFAULTS
     given = {"tasks": args.tasks, "seeds": args.ft_seeds, "epochs": args.ft_epochs, "lr": args.ft_lr,
              "batch_size": args.ft_batch_size, "max_length": args.ft_max_length, "max_steps": args.ft_max_steps}
-    return DownstreamSettings(**{k: v if v is not None else src[k] for k, v in given.items()}, data=args.task_data)
+    ds = DownstreamSettings(**{k: v if v is not None else src[k] for k, v in given.items()}, data=args.task_data)
+    check_finetune_settings(ds)
+    return ds
+
+
+def check_finetune_settings(ds) -> None:
+    """Bad fine-tuning values (--ft-epochs 0, --ft-max-steps 0, ...) refused now, not after the pretraining."""
+    from ..errors import UserError
+    from ..tasks.finetune import FinetuneConfig
+
+    try:
+        FinetuneConfig(lr=ds.lr, batch_size=ds.batch_size, epochs=ds.epochs, max_steps=ds.max_steps,
+                       max_length=ds.max_length)
+    except UserError as e:
+        raise UserError(str(e).replace("--", "--ft-", 1)) from None
 
 
 def check_tasks(ds, cache_dir: str | None) -> None:
