@@ -314,3 +314,36 @@ def test_verdict_names_a_dip_that_the_ends_and_the_slope_hide():
     steady = compare_arms({"baseline": base, "pld": synth(sec_per_sample=0.006, blocks=3)}, num_layers=4)
     assert steady["verdict"]["trend"]["extremes"] == []
     assert "Not monotone" not in " ".join(verdict_lines(steady, labels_for(["baseline", "pld"])))
+
+
+# --- wording: a negative difference reads "above" / "more", never "-0.322 below" / "-12.7 % saved" (issue 26) ---
+
+def _plateau(below):
+    return {"baseline": "baseline", "plateau": {
+        "unigram_loss": 6.3, "unigram_accuracy": 0.05, "min_accuracy": 0.1, "margin": 0.7, "accuracy_ok": False,
+        "final_accuracy": 0.06, "final_loss": 6.3 - below, "loss_ok": False, "below_unigram": below, "left": False}}
+
+
+@pytest.mark.parametrize("below,expected", [(-0.322, "is 0.322 above the unigram loss"),
+                                            (0.322, "is only 0.322 below the unigram loss")])
+def test_plateau_wording_says_above_when_the_loss_is_above(below, expected):
+    from pldrop.reporting.compare_report import render_plateau
+
+    text = "\n".join(render_plateau(_plateau(below), {"baseline": "Post-LN"}))
+    assert expected in text
+    assert "-0.322" not in text
+
+
+@pytest.mark.parametrize("saving,expected", [(-0.127, "Against Pre-LN (the same blocks, not dropped): 12.7 % more "
+                                                       "time per sample"),
+                                             (0.127, "Against Pre-LN (the same blocks, not dropped): 12.7 % less "
+                                                     "time per sample")])
+def test_time_per_sample_wording_says_more_when_slower(saving, expected):
+    from pldrop.reporting.compare_report import render_time_per_sample
+
+    arm = {"saving_per_sample": saving - 0.05, "blocks_bound": 0.25, "steady_blocks_bound": 0.4,
+           "same_blocks_as": "preln", "saving_vs_same_blocks": saving}
+    an = {"baseline": "baseline", "arms": {"baseline": {"blocks_bound": 0.0}, "pld": arm}}
+    text = "\n".join(render_time_per_sample(an, {"baseline": "Post-LN", "preln": "Pre-LN", "pld": "PLD"}))
+    assert expected in text
+    assert "-12.7" not in text and "saved" not in text

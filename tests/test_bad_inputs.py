@@ -127,6 +127,7 @@ P = ["pretrain", "--preset", "tiny", "--max-steps", "1", "--no-progress"]
 B = ["bench", "step", "--quick", "--no-progress", "--no-tcmalloc"]
 BC = ["bench", "converge", "--quick", "--no-progress", "--no-tcmalloc", "data.vocab_size=400"]
 R = ["report", "--quick", "--no-progress", "--no-tcmalloc", "--no-downstream", "--no-step", "data.vocab_size=400"]
+RD = [x for x in R if x != "--no-downstream"]  # with fine-tuning
 C = ["compare", "--preset", "tiny", "--max-steps", "1", "--no-progress"]
 
 # (id, argv builder taking the user's folder w, expected words in the one-line error)
@@ -284,6 +285,11 @@ ROWS = [
     ("bench converge overwrite: a bench step folder",
      lambda w: BC + ["--overwrite", "--out", _bench(w, "s", "step"), "--corpus", str(TINY)],
      "the output of `pldrop bench step`"),
+    # fine-tuning values refused before any pretraining (issue 26 item 3: they failed after it)
+    ("report: ft-epochs 0", lambda w: RD + ["--out", str(w / "r"), "--corpus", str(TINY), "--ft-epochs", "0"],
+     "--ft-epochs 0"),
+    ("report: ft-max-steps 0", lambda w: RD + ["--out", str(w / "r"), "--corpus", str(TINY), "--ft-max-steps", "0"],
+     "--ft-max-steps 0"),
     ("report resume: a finished comparison",
      lambda w: R + ["--resume", "--out", _bench(w, "cmp", "compare"), "--corpus", str(TINY)],
      "the output of `pldrop compare`"),

@@ -332,6 +332,26 @@ def test_report_quick_numbers_recompute(tmp_path, task_dir, capsys):
         assert table[m["label"]]["average"] == fmt_pm(scores, 1, 100)
         assert table[m["label"]]["samples"] == str(records(out, m["path"])[-1]["samples"])
 
+    # the quick path stays within the step counts its --help states: every pretraining run at most
+    # SCALE_QUICK's steps (counted from metrics.jsonl), one fine-tuning rate and FT_QUICK's step cap per
+    # checkpoint (counted from results.json: the cap, not the epoch, sets the length)
+    from pldrop.reporting.bench_cmd import SCALE_QUICK
+    from pldrop.reporting.report_cmd import EPILOG, FT_QUICK
+
+    assert f"{SCALE_QUICK['max_steps']} steps per pretraining run" in EPILOG
+    assert f"fine-tuned for {FT_QUICK['max_steps']} steps at one rate" in EPILOG
+    timed = out / ds["models"]["equal-time"]["path"]  # PLD for the baseline's minutes: bounded by time
+    run_dirs = [p.parent for p in (out / "runs").glob("*/metrics.jsonl") if p.parent != timed]
+    assert len(run_dirs) >= 8
+    for d in run_dirs:
+        steps = [r["step"] for r in records(d.parent, d.name) if "step" in r]
+        assert 0 < max(steps) <= SCALE_QUICK["max_steps"], d
+    for role, m in ds["models"].items():
+        res = json.loads((out / m["eval_path"] / "tiny-task" / "results.json").read_text())
+        assert not (res.get("lr_grid") or {}).get("rates"), role  # one rate, no grid
+        assert [run["steps"] for run in res["per_seed"].values()] == [FT_QUICK["max_steps"]], role
+    assert len(list((out / "downstream").rglob("results.json"))) == 3
+
     # and every number anywhere in report.md is a number of report.json, formatted
     known = formatted_leaves(rep)
     strings = " ".join([json.dumps(rep["machine"]), rep["claims"]["paper"]["reference"], rep["claims"]["paper"]["url"]])

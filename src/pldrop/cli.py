@@ -8,6 +8,7 @@ with one line on stderr and exit code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
@@ -74,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = list(args.overrides or []) + extra
         elif extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-        rc = args.run(args)
+        with _library_bars(not getattr(args, "no_progress", False) and sys.stderr.isatty()):
+            rc = args.run(args)
     except UserError as e:
         print(f"{command}: error: {e}", file=sys.stderr)
         return 2
@@ -87,6 +89,26 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         _restore(old)
     return _end(int(rc or 0))
+
+
+@contextlib.contextmanager
+def _library_bars(show: bool):
+    """transformers' own bars ("Loading weights", "Writing model shards") off in every command, pldrop
+    draws one bar per long job itself; the hub's download bars too under --no-progress and when stderr
+    is not a terminal. Restored after (tests call main() in one process)."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    hf_was, hub_was = hf_logging.is_progress_bar_enabled(), not are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()  # (it turns the hub's off too)
+    if show and hub_was:
+        enable_progress_bars()
+    try:
+        yield
+    finally:
+        if hf_was:
+            hf_logging.enable_progress_bar()
+        (enable_progress_bars if hub_was else disable_progress_bars)()
 
 
 def _end(rc: int) -> int:

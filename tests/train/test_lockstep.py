@@ -209,3 +209,49 @@ def test_compare_resume_on_a_changed_corpus_advises_no_flag_compare_lacks(tmp_pa
     assert main(["compare", "--out", str(out), "--resume", "--max-steps", "3", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "the corpus changed" in err and "--allow-data-change" not in err, err
+
+
+def test_validation_scales_to_a_step_budget_without_eval_every(tmp_path, capsys):
+    """No --eval-every: a 40-step budget validates every 4 steps (10 points), every arm at the same steps."""
+    out = tmp_path / "cmp"
+    assert main(["compare", "--corpus", CORPUS, "--out", str(out), *TINY, "--arms", "baseline", "pld",
+                 "--max-steps", "40", "--no-depth-curve"]) == 0
+    for arm in ("baseline", "pld"):
+        assert [r["step"] for r in read_metrics(out / arm / "metrics.jsonl") if "val_loss" in r] == list(range(4, 41, 4))
+
+
+def test_validation_scales_to_a_time_budget_in_lockstep(tmp_path, capsys):
+    """No --eval-every under a time budget: several validations, at the same sample counts for every arm."""
+    out = tmp_path / "cmp"
+    assert main(["compare", "--corpus", CORPUS, "--out", str(out), *TINY, "--max-minutes", "0.03",
+                 "--no-depth-curve"]) == 0
+    recs = {a: read_metrics(out / a / "metrics.jsonl") for a in ("baseline", "preln", "pld")}
+    evals = {a: [r["samples"] for r in rs if "val_loss" in r] for a, rs in recs.items()}
+    shortest = min(evals.values(), key=len)
+    for a, rs in recs.items():  # ~10 (from the step time at 5 % of the budget), not one dot, where the steps allow
+        assert len(evals[a]) >= min(3, rs[-1]["step"] // 2), (a, evals)
+    assert max(len(v) for v in evals.values()) >= 3, evals
+    assert all(v[:len(shortest) - 1] == shortest[:-1] for v in evals.values())  # the last is the budget's end
+
+
+class _Run:
+    def __init__(self, steps, fraction, eval_every=None):
+        self.step_count, self.fraction, self.eval_every, self.eval_start = steps, fraction, eval_every, 0
+
+    def time_fraction(self):
+        return self.fraction
+
+
+def test_decide_eval_every_waits_for_every_arm_then_serves_the_slowest():
+    from pldrop.train.run import decide_eval_every
+
+    slow, fast = _Run(10, 0.04), _Run(30, 0.06)
+    decide_eval_every([slow, fast])
+    assert slow.eval_every is None and fast.eval_every is None  # one arm below 5 % of its budget: not yet
+    slow.fraction = 0.05  # slow will take 200 steps, fast 500: 10 points for the slow arm, interval 20
+    decide_eval_every([slow, fast])
+    assert (slow.eval_every, fast.eval_every) == (20, 20)
+    assert slow.eval_start == fast.eval_start == 30  # step 20 is behind the fast arm: neither validates there
+    fixed = _Run(50, 0.5, eval_every=7)
+    decide_eval_every([fixed, _Run(5, 0.05)])
+    assert fixed.eval_every == 7  # an explicit interval is kept

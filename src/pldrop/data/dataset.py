@@ -392,9 +392,8 @@ def prepare_data(sources: list[str] | str, *, seq_len: int = 128, vocab_size: in
                 _discard(tok_dir)
             scanner = SplitScanner(seed, val_fraction)
             texts = (d for d in docs() if not scanner.add(d))  # the scan rides along
-            bars = sys.stderr.isatty() if progress is None else progress
-            _atomic_dir(tok_dir, lambda tmp: train_wordpiece(texts, vocab_size, lowercase, tmp,
-                                                             show_progress=bars))
+            # no bar from `tokenizers` itself: it reads a generator of unknown length ("33 / 0")
+            _atomic_dir(tok_dir, lambda tmp: train_wordpiece(texts, vocab_size, lowercase, tmp))
             plan = scanner.plan()
             tokenizer = load_tokenizer(tok_dir)
     if out_tokenizer_dir is not None:

@@ -111,7 +111,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
 
 def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder")
-    p.add_argument("--quick", action="store_true", help="tiny sizes that finish in seconds (CI); flags still win")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny sizes that check the pipeline, not the claims, in under a minute on 2 CPU cores (CI); "
+                        "flags still win")
     p.add_argument("--threads", type=int, metavar="N",
                    help="torch CPU threads (default: torch's choice; on a machine shared with other jobs 1 thread "
                         "can be several times faster than 2)")

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..arms import label as arm_label
 from ..arms import labels_for  # noqa: F401  (re-exported: the labels have one home, pldrop.arms)
-from .fmt import ci, num, pct, sci, table, times
+from .fmt import below_or_above, ci, less_or_more, num, pct, sci, table, times
 
 CLAIM = {"agrees": "agrees with", "smaller": "is smaller than", "larger": "is larger than"}
 MAX_ROWS = 12  # targets shown per curve table (every target is in the JSON)
@@ -51,15 +51,17 @@ def render_plateau(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     if not p["accuracy_ok"]:
         why.append(f"final masked-token accuracy {num(p['final_accuracy'])} < {num(p['min_accuracy'], 2)}")
     if p["loss_ok"] is False:
-        why.append(f"final validation loss {num(p['final_loss'])} is only {num(p['below_unigram'])} below the unigram "
-                   f"loss (needs ≥ {num(p['margin'], 1)})")
+        only = "only " if p["below_unigram"] >= 0 else ""
+        why.append(f"final validation loss {num(p['final_loss'])} is {only}{below_or_above(p['below_unigram'])} the "
+                   f"unigram loss (needs ≥ {num(p['margin'], 1)} below)")
     if p.get("objective") == "causal-lm" and not p["left"]:
         from ..train.analysis import not_learned
 
         lines.append(f"\n**{not_learned(p).capitalize()}**: at this budget a speed-up says nothing about PLD and **no "
                      "speed-up claim is made**; give the arms a longer budget.")
     elif p["left"]:
-        below = (f", loss {num(p['below_unigram'])} below the unigram loss" if p["below_unigram"] is not None else "")
+        below = (f", loss {below_or_above(p['below_unigram'])} the unigram loss" if p["below_unigram"] is not None
+                 else "")
         lines.append(f"\nThe {base} baseline left the unigram plateau (final accuracy {num(p['final_accuracy'])}{below}).")
     else:
         lines.append(f"\n**The {base} baseline did not leave the unigram plateau** ({'; '.join(why)}). At this budget "
@@ -198,12 +200,12 @@ def render_time_per_sample(an: dict[str, Any], labels: dict[str, str]) -> list[s
     for arm, a in an["arms"].items():
         if arm == an["baseline"] or a["blocks_bound"] <= 1e-9:
             continue
-        text = (f"- **{labels[arm]}**: {pct(a['saving_per_sample'])} less time per sample than {base}; the blocks it "
+        text = (f"- **{labels[arm]}**: {less_or_more(a['saving_per_sample'])} time per sample than {base}; the blocks it "
                 f"skipped bound the saving at {pct(a['blocks_bound'])} ({pct(a['steady_blocks_bound'])} in the second "
                 f"half, θ near θ̄) if blocks were the whole step.")
         if a.get("saving_vs_same_blocks") is not None:
             text += (f" Against {labels[a['same_blocks_as']]} (the same blocks, not dropped): "
-                     f"{pct(a['saving_vs_same_blocks'])} saved. "
+                     f"{less_or_more(a['saving_vs_same_blocks'])} time per sample. "
                      + _gap_sentence(a["saving_vs_same_blocks"], a["blocks_bound"], True))
         elif a["saving_per_sample"] is not None:
             text += " " + _gap_sentence(a["saving_per_sample"], a["blocks_bound"], False)

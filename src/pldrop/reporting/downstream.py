@@ -39,6 +39,7 @@ class DownstreamSettings:
             ``bbc-topic``), GLUE tasks, or your own with ``data``.
         data: ``--data`` of `pldrop evaluate` for your own tasks.
         seeds, epochs, batch_size, max_length: fine-tuning settings.
+        max_steps: optimizer steps per fine-tuning run; overrides ``epochs`` (``None``: epochs).
         lr: one fixed learning rate; ``None`` (default) = the grid of the model's width, the
             best dev run kept (``pldrop finetune``'s default).
     """
@@ -50,6 +51,7 @@ class DownstreamSettings:
     lr: float | None = None
     batch_size: int = 32
     max_length: int = 64
+    max_steps: int | None = None
 
 
 def task_scores(results: dict[str, Any], split: str) -> dict[str, float | None]:
@@ -159,6 +161,7 @@ def run_downstream(runner: Runner, converge: dict[str, Any], settings: Downstrea
     argv = ["evaluate", "--models", *folders, "--tasks", *s.tasks, "--out", str(out), "--seeds", *map(str, s.seeds),
             "--epochs", str(s.epochs), "--batch-size", str(s.batch_size), "--max-length", str(s.max_length)]
     argv += ["--lr", f"{s.lr:g}"] if s.lr is not None else []
+    argv += ["--max-steps", str(s.max_steps)] if s.max_steps is not None else []
     argv += ["--data", s.data] if s.data else []
     argv += ["--cache-dir", runner.base["data"]["cache_dir"]] if runner.base["data"]["cache_dir"] else []
     argv += ["--threads", str(threads)] if threads else []

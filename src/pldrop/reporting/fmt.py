@@ -32,6 +32,25 @@ def pct(x: float | None, d: int = 1) -> str:
     return "–" if x is None else f"{num(x, d, 100)} %"
 
 
+def less_or_more(x: float | None, d: int = 1) -> str:
+    """A saving (a fraction, positive = less) as ``'12.7 % less'``, or ``'12.7 % more'`` when it is negative.
+
+    >>> less_or_more(0.127), less_or_more(-0.127), less_or_more(0.0), less_or_more(None)
+    ('12.7 % less', '12.7 % more', '0.0 % less', '–')
+    """
+    return "–" if x is None else f"{pct(abs(x), d)} {'less' if x >= 0 else 'more'}"
+
+
+def below_or_above(x: float | None, d: int = 3) -> str:
+    """How far a loss is below a reference (positive = below): ``'0.322 below'``, or ``'0.322 above'``
+    when the difference is negative.
+
+    >>> below_or_above(0.322), below_or_above(-0.322), below_or_above(None)
+    ('0.322 below', '0.322 above', '–')
+    """
+    return "–" if x is None else f"{num(abs(x), d)} {'below' if x >= 0 else 'above'}"
+
+
 def sci(x: float | None) -> str:
     """FLOPs: ``sci(1.234e12)`` -> ``'1.23e+12'``."""
     return "–" if x is None else f"{x:.2e}"

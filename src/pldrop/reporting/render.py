@@ -147,7 +147,8 @@ def render_downstream(sec: dict[str, Any]) -> list[str]:
         kept = "; ".join(f"{sec['models'][role]['label']}: " + ", ".join(f"{t} {v:g}" for t, v in per.items())
                          for role, per in (lr.get("kept") or {}).items())
         lr_text = f"lr: the best on dev of {grid}" + (f" (kept: {kept})" if kept else "")
-    lines = [f"Fine-tuned with `pldrop evaluate` (epochs: {s['epochs']}, {lr_text}, batch {s['batch_size']}, "
+    length = f"{s['max_steps']} steps" if s.get("max_steps") is not None else f"epochs: {s['epochs']}"
+    lines = [f"Fine-tuned with `pldrop evaluate` ({length}, {lr_text}, batch {s['batch_size']}, "
              f"max length {s['max_length']}, seeds {', '.join(map(str, s['seeds']))}); scores ×100 on the "
              f"{sec['split']} split (mean ± std over fine-tuning seeds).", ""]
     rows = []

@@ -53,7 +53,11 @@ def add_common(p: argparse.ArgumentParser, pretrain: bool = True) -> None:
     p.add_argument("--bf16", action="store_true", default=None, help="same as --precision bf16")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--save-every", type=int, help="checkpoint every N steps (default: 100; 0 = at the end only)")
-    p.add_argument("--eval-every", type=int, help="validate every N steps (default: 25)")
+    p.add_argument("--eval-every", type=int, metavar="N",
+                   help="validate every N steps, and at the end (default: at least 10 times a run: every tenth of "
+                        "a --max-steps or --max-samples budget; under --max-minutes every k steps, k fixed once 5 %% "
+                        "of the budget is used so that the run (in compare: the arm with the fewest steps) validates "
+                        "about 10 times, the same k for every arm)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("--config", type=Path, help="YAML config file")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -28,7 +28,7 @@ from .command_line import command_line
 
 DEFAULT_ARMS = DEFAULT_COMPARE  # the arms table (pldrop.arms) declares every arm, its label and default rate
 # The default recipe (benchmarks/defaults-search.md): 8 blocks x H128, a 2,000-token vocabulary, 64-token
-# sequences, batch 32, no dropout, 6 % warm-up, validation every 50 steps; Post-LN at its tuned 1e-3
+# sequences, batch 32, no dropout, 6 % warm-up, about 10 validations per arm; Post-LN at its tuned 1e-3
 # (2e-3 stalls on the plateau), Pre-LN arms at a Cramming-style 2e-3 (pldrop.arms: Arm.lr). Every arm gets DEFAULT_MINUTES of
 # training: 15 minutes in all for the three arms.
 DEFAULT_MINUTES = 5.0
@@ -37,8 +37,7 @@ DEFAULTS: dict[str, Any] = {
     "model": {"preset": "narrow8", "dropout": 0.0},
     "data": {"vocab_size": 2000, "seq_len": 64, "val_max_seqs": 256},
     "optim": {"batch_size": 32, "warmup_ratio": 0.06},
-    "eval_every": 50,
-}
+}  # eval_every unset: about 10 validations per arm whatever the budget (pldrop.train.run.EVAL_POINTS)
 COMPARE_FILE = "compare.json"
 DEPTH_ROUNDS = 5  # timing rounds of the depth curves (a few seconds at the default recipe), as evaluate-depth
 
@@ -558,14 +557,14 @@ def _write_compare_file(work: Path, arms: list[str], seeds: list[int], resumed: 
 
 
 def _bar(runs, progress):
-    """One progress bar over all arms (time, steps and last validation loss of each)."""
-    from tqdm.auto import tqdm
+    """One progress bar over all arms: training minutes (or steps, or samples) of every arm together, and
+    each arm's latest validation loss."""
+    from .run import progress_bar
 
-    show = progress if progress is not None else os.isatty(2)
     first = next(iter(runs.values()))
     total, unit = first._bar_total()
-    bar = tqdm(total=total * len(runs), unit=unit, desc="compare", disable=not show, dynamic_ncols=True)
-    done = {arm: r._bar_value(unit) for arm, r in runs.items()}
+    bar = progress_bar(total * len(runs), unit, "compare", progress)
+    done = {arm: min(total, r._bar_value(unit)) for arm, r in runs.items()}
     bar.update(sum(done.values()))
 
     def update(name, rec):
@@ -573,11 +572,11 @@ def _bar(runs, progress):
             bar.close()
             return
         r = runs[name]
-        v = r._bar_value(unit)
+        v = min(total, r._bar_value(unit))  # a budget's last step overshoots it; the bar stops at its total
         bar.update(v - done[name])
         done[name] = v
-        bar.set_postfix({a: f"{x.last_eval['val_loss']:.2f}" if x.last_eval else f"{x.step_count}"
-                         for a, x in runs.items()}, refresh=False)
+        bar.set_postfix_str("val loss " + " ".join(f"{a} {x.last_eval['val_loss']:.3f}" if x.last_eval else f"{a} –"
+                                                   for a, x in runs.items()), refresh=False)
 
     return update
 

@@ -194,7 +194,7 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     pld: PLDConfig = field(default_factory=PLDConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
-    eval_every: int = 25  # validate every N optimizer steps (and at the end)
+    eval_every: int | None = None  # validate every N optimizer steps (and at the end); None = ~10 times a run (EVAL_POINTS)
     save_every: int = 100  # checkpoint every N optimizer steps (and at the end); 0 = only at the end
     log_every: int = 1  # write metrics every N steps
     seed: int = 0  # seeds the split, initialisation, data order, masks and PLD gates
@@ -203,7 +203,7 @@ class TrainConfig:
     fsdp: bool = False  # under torchrun: shard with FSDP2 (fully_shard per block); skipped blocks cost no collectives
 
     def __post_init__(self):
-        _check(self.eval_every >= 1, "eval_every", self.eval_every, "must be >= 1")
+        _check(self.eval_every is None or self.eval_every >= 1, "eval_every", self.eval_every, "must be >= 1")
         _check(self.save_every >= 0, "save_every", self.save_every, "must be >= 0")
         _check(self.log_every >= 1, "log_every", self.log_every, "must be >= 1")
         _check(not (self.fsdp and self.deepspeed), "fsdp", self.fsdp, "--fsdp and --deepspeed exclude each other")

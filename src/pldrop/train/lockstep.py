@@ -41,6 +41,8 @@ def train_lockstep(runs: Mapping[str, PretrainRun], should_stop: Callable[[], bo
         on_turn: called with (name, record) after each turn (progress display).
     """
     order = []
+    for r in runs.values():  # without eval_every, a time budget's validation interval is chosen for all arms
+        r.eval_group = list(runs.values())
     while True:
         name = next_run({n: r.train_time for n, r in runs.items()}, {n: r.done for n, r in runs.items()})
         if name is None:

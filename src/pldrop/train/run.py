@@ -121,6 +121,48 @@ def train_size(meta: dict) -> dict[str, Any]:
     return {"train_seqs": train.get("n_seqs"), "train_text_tokens": train.get("n_tokens")}
 
 
+EVAL_POINTS = 10  # validations per run at least (where the budget has that many steps) unless eval_every is set
+
+
+def auto_eval_every(steps: float, points: int = EVAL_POINTS) -> int:
+    """The validation interval that gives a run of ``steps`` optimizer steps at least ``points``
+    validations (every step when it has fewer steps than that).
+
+    >>> auto_eval_every(1000), auto_eval_every(95), auto_eval_every(4), auto_eval_every(0.5)
+    (100, 9, 1, 1)
+    """
+    return max(1, int(steps // points))
+
+
+def decide_eval_every(runs: list["PretrainRun"], points: int = EVAL_POINTS) -> None:
+    """Time budgets without eval_every: once every run in ``runs`` (the arms of a lockstep compare, or one
+    run alone) has used 1/(2·points) of its time budget, every run gets the same interval, from the step
+    count of the run that will take the fewest steps (extrapolated from its steps so far), so that run
+    validates about ``points`` times and all validate at the same sample counts (the multiples of the
+    interval past the furthest run's step at that moment). Until then none does (but at its end)."""
+    pending = [r for r in runs if r.eval_every is None]
+    fractions = [r.time_fraction() for r in pending]
+    if not pending or min(fractions) < 1 / (2 * points):
+        return
+    k = auto_eval_every(min(r.step_count / f for r, f in zip(pending, fractions)), points)
+    start = max(r.step_count for r in pending)  # no arm validates at a multiple of k another has passed
+    for r in pending:
+        r.eval_every, r.eval_start = k, start
+
+
+def progress_bar(total: float, unit: str, desc: str, show: bool | None):
+    """A tqdm bar in ``unit`` (``step``, ``sample``, or ``s``: training seconds, shown in minutes with one
+    decimal), drawn only when ``show`` (None: when stderr is a terminal)."""
+    from tqdm.auto import tqdm
+
+    show = sys.stderr.isatty() if show is None else show
+    if unit != "s":
+        return tqdm(total=total, unit=unit, desc=desc, disable=not show, dynamic_ncols=True)
+    return tqdm(total=total, unit_scale=1 / 60, desc=desc, disable=not show, dynamic_ncols=True,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} min of training "
+                           "[{elapsed}<{remaining}{postfix}]")
+
+
 class PretrainRun:
     """One arm of pretraining in a run folder, advanced by :meth:`step`.
 
@@ -146,6 +188,9 @@ class PretrainRun:
         self.step_times: list[float] = []
         self.rng_state: torch.Tensor | None = None
         self.metrics_file = self.writer = self.bar = None
+        self.eval_every: int | None = cfg.eval_every  # None: decided from the budget (start_or_resume, step)
+        self.eval_start = 0  # validate at the multiples of eval_every above this step
+        self.eval_group: list[PretrainRun] = [self]  # runs that validate at the same steps (lockstep: all arms)
         self.diverged: str | None = None  # lockstep: the message of a run that diverged (it stops, the others go on)
         self.data_change_flag = True  # the command takes --allow-data-change (compare does not: its messages say so)
 
@@ -285,6 +330,8 @@ class PretrainRun:
                          "clock": "fraction of the time budget" if self.horizon_estimated else "steps", "precision":
                          "bf16" if self.bf16 else "fp32", "corpus_fingerprint": self.data.meta.get("corpus_fingerprint"),
                          "paper": "https://arxiv.org/abs/2010.13369", "resumes": [], **train_size(self.data.meta)}
+        if self.eval_every is None and (b.max_steps or b.max_samples):
+            self.eval_every = auto_eval_every(b.max_steps or math.ceil(b.max_samples / self.global_batch))
         if self.resume:
             self._resume()
         elif self.main:
@@ -302,7 +349,6 @@ class PretrainRun:
         self.write_pld_info()
         if self.main:
             from torch.utils.tensorboard import SummaryWriter
-            from tqdm.auto import tqdm
 
             if self.resume:
                 _truncate_metrics(self.out / "metrics.jsonl", self.step_count)
@@ -311,8 +357,8 @@ class PretrainRun:
             self.metrics_file = open(self.out / "metrics.jsonl", "a", encoding="utf-8")
             self.record_logs()
             total, unit = self._bar_total()
-            self.bar = tqdm(total=total, initial=min(total, self._bar_value(unit)), unit=unit, desc=self.cfg.model.arm,
-                            disable=not self.show_progress, dynamic_ncols=True)
+            self.bar = progress_bar(total, unit, self.cfg.model.arm, self.show_progress)
+            self.bar.update(min(total, self._bar_value(unit)))
 
     def check_resumable(self) -> tuple[dict[str, list], dict]:
         """``--resume``: the folder must hold this run (``IDENTITY_KEYS``) on the same corpus (unless
@@ -365,6 +411,8 @@ class PretrainRun:
             self.step_times = list(state.get("step_times", []))
             self.warmup_steps = int(state.get("warmup_steps", 0))
             self.last_eval = dict(state.get("last_eval") or {})
+            if self.eval_every is None and state.get("eval_every"):  # a time budget's interval, decided before
+                self.eval_every, self.eval_start = int(state["eval_every"]), int(state.get("eval_start", 0))
             if self.ctl is not None and state.get("pld"):
                 self.ctl.load_state_dict(state["pld"])
                 # the resolved config (a change is recorded below) says which schedule the next steps follow
@@ -416,6 +464,10 @@ class PretrainRun:
         slowest rank's training time, so all set the same lr and θ (and draw the same gates)."""
         if not self.horizon_estimated:
             return None
+        return self.time_fraction()
+
+    def time_fraction(self) -> float:
+        """Training time / the time budget (the slowest rank's under torchrun), at most 1."""
         return min(1.0, max_over_ranks(self.train_time, self.world, self.device) / (self.cfg.budget.max_minutes * 60))
 
     @property
@@ -433,7 +485,10 @@ class PretrainRun:
         """One optimizer step (all micro-batches), then logging, validation and a checkpoint when due."""
         with self.own_rng():
             record = self._train_step()
-        if self.step_count % self.cfg.eval_every == 0 or self.done:
+        if self.eval_every is None:  # a time budget: the interval is set once 1/20 of it is used
+            decide_eval_every(self.eval_group)
+        due = self.eval_every is not None and self.step_count % self.eval_every == 0 and self.step_count > self.eval_start
+        if due or self.done:
             record.update(self.evaluate())
             if self.done:  # the word-order probe, once, on the final model
                 record.update(self.evaluate(shuffled=True))
@@ -550,7 +605,8 @@ class PretrainRun:
             extra = {"val": f"{self.last_eval['val_loss']:.3f}"} if self.last_eval else {}
             self.bar.set_postfix(loss=f"{record['loss']:.3f}", theta=f"{record['theta']:.3f}", **extra, refresh=False)
             _, unit = self._bar_total()
-            self.bar.update({"step": 1, "sample": self.global_batch, "s": record["step_time"]}[unit])
+            step = {"step": 1, "sample": self.global_batch, "s": record["step_time"]}[unit]
+            self.bar.update(min(step, self.bar.total - self.bar.n))  # the budget's last step overshoots it
 
     def _bar_total(self) -> tuple[float, str]:
         b = self.cfg.budget
@@ -577,7 +633,8 @@ class PretrainRun:
                  "flops": self.flops, "horizon": self.horizon, "arm": self.cfg.model.arm,
                  "pld": self.ctl.state_dict() if self.ctl is not None else None,
                  "step_times": self.step_times[-HORIZON_WINDOW - 1:], "last_eval": finite_or_none(self.last_eval),
-                 "warmup_steps": self.warmup_steps}
+                 "warmup_steps": self.warmup_steps, "eval_every": self.eval_every,
+                 "eval_start": self.eval_start}
         from .rundir import collect_stale_tmp
 
         root = self.out / "checkpoints"
