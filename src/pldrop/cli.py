@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pldrop",
         description=(
             "Progressive Layer Dropping (Zhang & He, NeurIPS 2020) for Hugging Face transformers: "
-            "pretrain a Post-LN BERT baseline and a Pre-LN + PLD model side by side, fine-tune and "
-            "evaluate them, and measure the speed-up."
+            "pretrain BERT-style encoders or Llama-style decoders with and without layer dropping (PLD "
+            "and schedules that end at full depth) side by side, cut trained models to fewer blocks, "
+            "fine-tune and evaluate them, and measure the speed-up."
         ),
     )
     parser.add_argument("--version", action="version", version=f"pldrop {__version__}")

@@ -164,7 +164,7 @@ def run(args) -> int:
     for m in args.models:  # every folder checked before any is loaded
         check_model_folder(m, "--models")
     inputs = list(args.models) + [c for c in (args.corpus or []) if Path(c).exists()]
-    check_out(Path(args.out), resume=False, overwrite=args.overwrite, inputs=inputs)
+    check_out(Path(args.out), resume=False, resumable=False, overwrite=args.overwrite, inputs=inputs)
     names = model_names(args.models)
     models, batches, about, probs = {}, {}, {}, {}
     for m, name in zip(args.models, names):

@@ -165,7 +165,8 @@ def refuse_conflicts(args, flat: dict, fixed: dict[str, str] | None = None) -> N
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "pretrain",
-        help="pretrain a Post-LN BERT baseline or a Pre-LN + PLD model (defaults: about 3 minutes on 2 CPU cores)",
+        help="pretrain one arm: a Post-LN BERT baseline, Pre-LN, Pre-LN + PLD or a schedule variant, or a Llama "
+             "decoder (defaults: about 3 minutes on 2 CPU cores)",
         description="Pretrain one arm with masked-LM on a corpus: tokenizer, packing, AdamW, validation, "
                     "checkpoints, metrics.jsonl and TensorBoard in the run folder. With the defaults (200 steps of "
                     "the 12-block narrow model, batch 32 x 128 tokens) about 3 minutes on 2 CPU cores, plus the "

@@ -201,7 +201,7 @@ def _merge(args, out: Path, sources: list[dict]) -> int:
                             "the same training; merge groups made on one kind of machine, or budget in steps")
     if len({s["num_layers"] for s in sources}) > 1:
         raise UserError("--merge: the groups' models have different depths")
-    check_out(out, resume=False, overwrite=args.overwrite, inputs=[s["path"] for s in sources])
+    check_out(out, resume=False, resumable=False, overwrite=args.overwrite, inputs=[s["path"] for s in sources])
 
     uni = [s["unigram"] for s in sources]
     unigram = None if None in uni else {k: sum(u[k] for u in uni) / len(uni) for k in ("loss", "accuracy")}

@@ -299,7 +299,7 @@ def _inside(child: Path, parent: Path) -> bool:
         return False
 
 
-def check_out(out: Path, *, resume: bool, overwrite: bool, inputs=()) -> None:
+def check_out(out: Path, *, resume: bool, overwrite: bool, inputs=(), resumable: bool = True) -> None:
     """Refuse, with one line, any ``--out`` pldrop must not write or replace. Writes nothing, except
     that a run a killed swap had moved aside is put back first (:func:`restore_swapped`).
 
@@ -309,6 +309,7 @@ def check_out(out: Path, *, resume: bool, overwrite: bool, inputs=()) -> None:
         overwrite: ``--overwrite`` (the folder, if it exists, must be one pldrop may replace).
         inputs: files and folders the run reads (corpus files and folders, tokenizer folder, config
             files, cache folder): ``out`` may not be one of them, hold one, or lie inside one.
+        resumable: the command has ``--resume`` (its refusals advise only flags it takes).
     """
     if str(out).strip() == "":
         raise UserError("--out is empty; give the run folder to create, e.g. --out runs/my-run")
@@ -354,8 +355,9 @@ def check_out(out: Path, *, resume: bool, overwrite: bool, inputs=()) -> None:
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:
-        raise UserError(f"run folder {str(out)!r} already exists; pass --resume to continue it or --overwrite to "
-                        "replace it")
+        how = "pass --resume to continue it or --overwrite to replace it" if resumable else \
+            "pass --overwrite to replace it or choose another --out"
+        raise UserError(f"run folder {str(out)!r} already exists; {how}")
     cwd = Path.cwd().resolve()
     if real == cwd or _inside(cwd, real) or real in (Path.home().resolve(), Path(real.anchor)):
         raise UserError(f"--overwrite: {str(out)!r} is the current, home or root folder (or holds it); refusing")

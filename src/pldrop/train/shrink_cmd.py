@@ -82,7 +82,7 @@ def run(args) -> int:
     check_counts(args.max_seqs, args.batch_size)
     check_model_folder(args.model)
     inputs = [args.model] + [c for c in (args.corpus or []) if Path(c).exists()]
-    check_out(Path(args.out), resume=False, overwrite=args.overwrite, inputs=inputs)
+    check_out(Path(args.out), resume=False, resumable=False, overwrite=args.overwrite, inputs=inputs)
     tm = load_trained(args.model)
     _, blocks = block_list(tm.model)
     L = len(blocks)
