@@ -99,6 +99,7 @@ def test_decoder_compare_resumes_after_sigkill_exactly_and_writes_its_report(tmp
     assert p.returncode == 0, p.stderr
     report = (full / "report.md").read_text()
     assert "Llama + PLD" in report and "Causal LMs" in report and "unigram plateau of this tokenizer" not in p.stdout
+    assert "final next-token accuracy" in report and "masked-token" not in report  # a decoder's accuracy, named so
 
     killed = tmp_path / "killed"
     p = subprocess.run([sys.executable, "-m", "pldrop", *args, "--out", str(killed)], capture_output=True, text=True,

@@ -29,6 +29,16 @@ MAX_ROWS = 12  # targets shown per curve table (every target is in the JSON)
 
 # --- sections (pure functions of compare_arms' output) --------------------------------------
 
+def accuracy_name(an: dict[str, Any]) -> str:
+    """What the arms' validation accuracy measures: masked tokens (encoders) or the next token (decoders).
+
+    >>> accuracy_name({"plateau": {"objective": "causal-lm"}}), accuracy_name({"plateau": {}})
+    ('next-token accuracy', 'masked-token accuracy')
+    """
+    return "next-token accuracy" if (an.get("plateau") or {}).get("objective") == "causal-lm" else \
+        "masked-token accuracy"
+
+
 def render_plateau(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
     """The unigram plateau: where it is, and whether the baseline left it (if not: no claim)."""
     p = an["plateau"]
@@ -49,7 +59,7 @@ def render_plateau(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
                      f"(≥ {num(p['min_accuracy'], 2)}) applies.")
     why = []
     if not p["accuracy_ok"]:
-        why.append(f"final masked-token accuracy {num(p['final_accuracy'])} < {num(p['min_accuracy'], 2)}")
+        why.append(f"final {accuracy_name(an)} {num(p['final_accuracy'])} < {num(p['min_accuracy'], 2)}")
     if p["loss_ok"] is False:
         only = "only " if p["below_unigram"] >= 0 else ""
         why.append(f"final validation loss {num(p['final_loss'])} is {only}{below_or_above(p['below_unigram'])} the "
@@ -97,7 +107,7 @@ def render_accuracy(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
             return f"≥ {times(budget / row['arm']['wall']['mean'])}"
         return sp_cell(row, "wall")
 
-    head, rows = ["masked-token accuracy"], []
+    head, rows = [accuracy_name(an)], []
     for arm in arms:
         head += [f"{labels[arm]}: time (s)"] + ([] if arm == base else [f"{labels[arm]}: speed-up (time)"])
     for t in targets:
@@ -109,10 +119,10 @@ def render_accuracy(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
                   "arms did" if seeds > 1 else "")
     goal, got = acc["evidence_target"], acc["evidence_reached"]
     if not any(by[a][t]["arm"]["wall"]["n"] for a in arms for t in targets):
-        return [f"**Time to accuracy**: no arm reached masked-token accuracy {num(min(targets), 2)} within the budget "
+        return [f"**Time to accuracy**: no arm reached {accuracy_name(an)} {num(min(targets), 2)} within the budget "
                 f"in any seed, so none reached {num(goal, 2)}, the level an evidence run needs every arm to reach "
                 "before its speed-ups say anything.", ""]
-    lines = [f"**Time to accuracy**: the training time at which each arm's validation masked-token accuracy first "
+    lines = [f"**Time to accuracy**: the training time at which each arm's validation {accuracy_name(an)} first "
              f"reached each level (linear between evaluations{seeds_note}), and the speed-up over {labels[base]} — "
              "the paper's 2.5× is to the same score, not the same loss."
              + (f" ≥: {labels[base]} did not get there within its {num(budget, 0)} s, so its whole training time "
@@ -172,7 +182,7 @@ def render_arms(an: dict[str, Any], labels: dict[str, str]) -> list[str]:
                      num(p["unigram_accuracy"], 3), "–"])
     head = ["arm", "seeds", "steps", "samples", "epochs", "training time (s)", "time per sample (ms)",
             f"time per sample / {labels[an['baseline']]}", "blocks run per step", "FLOPs", "final val loss",
-            "final masked-token accuracy", "best val loss"]
+            f"final {accuracy_name(an)}", "best val loss"]
     note = " (means over seeds)" if an["seeds"] > 1 else ""
     return [f"**Arms**{note}:", ""] + table(head, rows) + ["", "Epochs: how many times an arm saw its training data "
                                                            "(samples seen / packed training sequences; – where the "
@@ -558,7 +568,7 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
                            hlines={"unigram accuracy": (unigram or {}).get("accuracy"),
                                    f"evidence level ({an['accuracy']['evidence_target']})":
                                        an["accuracy"]["evidence_target"]},
-                           title="Validation masked-token accuracy against training time, samples and counted FLOPs")]
+                           title=f"Validation {accuracy_name(an)} against training time, samples and counted FLOPs")]
     if an["targets"] and an["curves"]:
         plots.append(plot_speedup({labels[a]: c for a, c in an["curves"].items()}, out / "speedup.png",
                                   title=f"Speed-up over {labels[baseline]} at each target loss"))
