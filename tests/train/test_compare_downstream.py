@@ -108,3 +108,23 @@ def test_resume_during_fine_tuning_keeps_finished_pairs(tuned, tmp_path, monkeyp
     assert [p.rsplit("/", 1)[-1] for p in done] == ["pld"]
     assert (copy / "downstream" / "preln" / "kw" / "results.json").read_bytes() == kept
     assert set(json.loads((copy / "results.json").read_text())["downstream"]["kw"]["runs"]) == {"preln", "pld"}
+
+
+def test_merge_carries_scores_and_averages_over_seeds(tuned, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PLDROP_CACHE", str(tmp_path / "cache"))
+    data = tuned.parent / "data"
+    assert main(["compare", *M, "--out", str(tmp_path / "s1"), "--seed", "1", "--downstream", "kw",
+                 "--downstream-data", str(data), "--downstream-max-steps", "2"]) == 0
+    out = tmp_path / "merged"
+    assert main(["compare", "--merge", str(tuned), str(tmp_path / "s1"), "--out", str(out)]) == 0
+    got = json.loads((out / "results.json").read_text())["downstream"]["kw"]
+    s0 = json.loads((tuned / "results.json").read_text())["downstream"]["kw"]["runs"]
+    s1 = json.loads((tmp_path / "s1" / "results.json").read_text())["downstream"]["kw"]["runs"]
+    assert got["runs"] == {"preln-s0": s0["preln"], "pld-s0": s0["pld"], "preln-s1": s1["preln"], "pld-s1": s1["pld"]}
+    assert got["arms"]["pld"]["n"] == 2 and got["arms"]["pld"]["mean"] == pytest.approx((s0["pld"] + s1["pld"]) / 2)
+    assert "## Downstream" in (out / "report.md").read_text()
+    res = json.loads((tmp_path / "s1" / "results.json").read_text())
+    res["downstream"] = ["damaged"]
+    (tmp_path / "s1" / "results.json").write_text(json.dumps(res))
+    _exit2(capsys, ["compare", "--merge", str(tuned), str(tmp_path / "s1"), "--out", str(tmp_path / "m2")],
+           "downstream is not a mapping of tasks")
