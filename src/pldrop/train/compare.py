@@ -101,8 +101,8 @@ def add_parser(sub) -> None:
                         "'Downstream' and results.json's downstream give each arm's dev score with a 95 %% interval "
                         "over seeds (default: none; the tasks are loaded, and offline recipes fetched, before training)")
     p.add_argument("--downstream-data", metavar="DIR",
-                   help="--data of pldrop evaluate for --downstream tasks that are not offline recipes (a GLUE folder "
-                        "or a folder of your own tasks)")
+                   help="the data of the --downstream tasks that are not offline recipes, as pldrop evaluate takes it "
+                        "(a GLUE folder or a folder of your own tasks)")
     p.add_argument("--downstream-max-steps", type=int, metavar="N",
                    help="optimizer steps of each fine-tuning run (pldrop evaluate --max-steps; default: its epochs)")
     p.set_defaults(run=run)
