@@ -347,8 +347,13 @@ def run(args) -> int:
 
 def _downstream_settings(args) -> dict[str, Any] | None:
     """``--downstream`` and its settings as compare.json keeps them (None: no fine-tuning)."""
+    from ..errors import UserError
+
     if not args.downstream:
         return None
+    odd = [t for t in args.downstream if "=" in t]
+    if odd:  # --downstream takes every word after it: an override there reads as a task
+        raise UserError(f"--downstream {odd[0]}: not a task; give key=value overrides before --downstream")
     return {"tasks": list(dict.fromkeys(args.downstream)), "data": args.downstream_data,
             "max_steps": args.downstream_max_steps}
 
