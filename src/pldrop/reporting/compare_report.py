@@ -478,6 +478,10 @@ def render_compare(results: dict[str, Any]) -> str:
         from .depth_cmd import render_depth
 
         lines += render_depth(results["depth"], labels)
+    if results.get("downstream"):  # `pldrop compare --downstream`
+        from .compare_downstream import render_downstream
+
+        lines += render_downstream(results["downstream"], results["arms"], labels)
     return "\n".join(lines)
 
 
@@ -533,7 +537,8 @@ def _finite(o: Any) -> Any:
 def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_arm: dict[str, str], num_layers: int,
                          unigram: dict[str, float] | None, meta: dict[str, Any],
                          train_seqs: dict[str, list[int | None]] | None = None,
-                         depth: dict[str, Any] | None = None) -> dict[str, Any]:
+                         depth: dict[str, Any] | None = None,
+                         downstream: dict[str, Any] | None = None) -> dict[str, Any]:
     """`pldrop compare`'s output: ``results.json``, ``report.md`` and plots in ``out``.
 
     Args:
@@ -548,6 +553,8 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
         train_seqs: ``{arm: [packed training sequences per seed]}`` for each arm's epochs.
         depth: the arms' depth curves (:func:`pldrop.train.compare.depth_curves`), kept under
             ``depth`` and drawn in ``depth.png``; None: no such section.
+        downstream: the fine-tuning block (:mod:`pldrop.reporting.compare_downstream`), kept under
+            ``downstream``; None: no such section.
 
     Returns:
         The results (as written to ``results.json``), with ``summary_lines`` to print.
@@ -583,12 +590,18 @@ def write_compare_report(out: Path, records_by_arm: dict[str, Any], settings_by_
         named = {**depth, "models": {labels.get(a, a): c for a, c in depth["models"].items()}}
         depth = {**depth, "plot": plot_depth(named, out / "depth.png") if depth.get("models") else None}
         results["depth"] = _finite(depth)
+    if downstream:
+        results["downstream"] = _finite(downstream)
     results["summary_lines"] = summary_lines(results)
     if depth:
         from .depth_cmd import depth_sentence
 
         results["summary_lines"] += [f"depth: {depth_sentence(labels.get(a, a), c)}".replace("**", "")
                                      for a, c in results["depth"]["models"].items()]
+    if downstream:
+        from .compare_downstream import summary_line
+
+        results["summary_lines"] += [summary_line(t, b, arms, labels) for t, b in results["downstream"].items()]
     from ..train.checkpoint import atomic_write_text
 
     atomic_write_text(out / "results.json", json.dumps(results, indent=1, ensure_ascii=False))

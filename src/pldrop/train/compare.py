@@ -95,6 +95,16 @@ def add_parser(sub) -> None:
                         "results.json's depth, depth.png (default: on; a few validation passes per arm)")
     p.add_argument("--depth-rounds", type=int, metavar="N",
                    help=f"interleaved timing rounds of the depth curves (default {DEPTH_ROUNDS}; 0: no timing)")
+    p.add_argument("--downstream", nargs="+", metavar="TASK",
+                   help="after training, fine-tune every run's final model on these tasks with pldrop evaluate's "
+                        "default protocol (e.g. movie-polarity trec6) into --out/downstream/<run>/<task>/; report.md's "
+                        "'Downstream' and results.json's downstream give each arm's dev score with a 95 %% interval "
+                        "over seeds (default: none; the tasks are loaded, and offline recipes fetched, before training)")
+    p.add_argument("--downstream-data", metavar="DIR",
+                   help="the data of the --downstream tasks that are not offline recipes, as pldrop evaluate takes it "
+                        "(a GLUE folder or a folder of your own tasks)")
+    p.add_argument("--downstream-max-steps", type=int, metavar="N",
+                   help="optimizer steps of each fine-tuning run (pldrop evaluate --max-steps; default: its epochs)")
     p.set_defaults(run=run)
 
 
@@ -200,6 +210,12 @@ def run(args) -> int:
         raise UserError(f"--depth-rounds {args.depth_rounds}: give 0 (no timing) or more")
     if args.depth_rounds is not None and args.depth_curve is False:
         raise UserError("--depth-rounds times the depth curves, which --no-depth-curve turns off: give one")
+    if (args.downstream_data is not None or args.downstream_max_steps is not None) and not args.downstream:
+        flag = "--downstream-data" if args.downstream_data is not None else "--downstream-max-steps"
+        raise UserError(f"{flag} sets the fine-tuning of --downstream TASK ...: give the tasks too")
+    if args.downstream_max_steps is not None and args.downstream_max_steps < 1:
+        raise UserError(f"--downstream-max-steps {args.downstream_max_steps}: give at least 1")
+    downstream = _downstream_settings(args)
     _refuse_conflicts(args)
     arms = args.arms or DEFAULT_ARMS
     seeds = list(range(args.seed or 0, (args.seed or 0) + (args.seeds or 1)))
@@ -218,6 +234,8 @@ def run(args) -> int:
             raise UserError(f"--resume: {str(out)!r} was run with seeds {saved['seeds']}, not {seeds}")
         arms, seeds = saved["arms"], saved["seeds"]
         base = _saved_configs(src, arms, seeds)
+        if downstream is None and isinstance(saved.get("downstream"), dict):  # the tasks it was started with
+            downstream = saved["downstream"]
     cfgs = run_configs(args, arms, seeds, base)
     for key in ("deepspeed", "fsdp"):  # from a --config file (overrides were refused above)
         if any(getattr(c, key) for c in cfgs.values()):
@@ -226,6 +244,10 @@ def run(args) -> int:
         raise UserError("the arms must share one batch size, so they are validated at the same sample counts")
     inputs = [p for c in cfgs.values() for p in input_paths(c)] + ([args.config] if args.config else [])
     check_out(out, resume=args.resume, overwrite=args.overwrite, inputs=inputs)
+    if downstream is not None:  # before training: an unknown task, a recipe that cannot be fetched
+        from .downstream import check_tasks
+
+        check_tasks(downstream["tasks"], downstream.get("data"), next(iter(cfgs.values())).data.cache_dir)
 
     stop = StopSignal(immediate=True)
     runs: dict[str, PretrainRun] = {}
@@ -255,7 +277,8 @@ def run(args) -> int:
             if not args.resume:  # a new folder is created under its lock right before its first file
                 locks.enter_context(RunLock(work, create=True))
             stop.immediate = False
-            _write_compare_file(work, arms, seeds, args.resume)
+            _write_compare_file(work, arms, seeds, args.resume,
+                                **({"downstream": downstream} if downstream is not None else {}))
             for arm, r in runs.items():
                 r.start_or_resume()
                 print(f"== {arm}: {describe(r.cfg, r.bf16)}" + (f", {r.step_count} steps done" if r.step_count else ""),
@@ -289,11 +312,14 @@ def run(args) -> int:
                                          DEPTH_ROUNDS if args.depth_rounds is None else args.depth_rounds)
                     if depth is not None and depth.get("seconds") is not None:
                         print(f"depth curves: {depth['seconds']:.1f} s", flush=True)
+                tuned = None
+                if downstream is not None:
+                    tuned = _fine_tune(work, runs, arms, seeds, downstream)
                 meta = {"command": command_line(), "machine": _machine(), "load_start": load_start,
                         "load_end": load_end, "summaries": summaries,
                         "protocol": "lockstep: all arms in one process, one optimizer step at a time, the arm with "
                                     "the least training time first; validation at the same sample counts"}
-                results = write_report(work, cfgs, arms, seeds, unigram, meta, depth=depth)
+                results = write_report(work, cfgs, arms, seeds, unigram, meta, depth=depth, downstream=tuned)
                 late.step("swap")
                 if stage is not None:
                     stage.commit()
@@ -317,6 +343,31 @@ def run(args) -> int:
         print(f"pldrop compare: {late.name} arrived after training had finished; the models were saved and the "
               "report written before stopping, so the comparison is complete", file=sys.stderr)
     return 0
+
+
+def _downstream_settings(args) -> dict[str, Any] | None:
+    """``--downstream`` and its settings as compare.json keeps them (None: no fine-tuning)."""
+    from ..errors import UserError
+
+    if not args.downstream:
+        return None
+    odd = [t for t in args.downstream if "=" in t]
+    if odd:  # --downstream takes every word after it: an override there reads as a task
+        raise UserError(f"--downstream {odd[0]}: not a task; give key=value overrides before --downstream")
+    return {"tasks": list(dict.fromkeys(args.downstream)), "data": args.downstream_data,
+            "max_steps": args.downstream_max_steps}
+
+
+def _fine_tune(work: Path, runs: dict, arms: list[str], seeds: list[int], settings: dict[str, Any]) -> dict[str, Any]:
+    """Every run's final model fine-tuned on the tasks (:mod:`pldrop.train.downstream`): the downstream block."""
+    from ..reporting.compare_downstream import downstream_block
+    from .downstream import fine_tune
+
+    names = [run_name(a, s, len(seeds)) for s in seeds for a in arms]
+    first = runs[names[0]]
+    scores = fine_tune(work, names, settings["tasks"], settings.get("data"), settings.get("max_steps"),
+                       device=str(first.device), cache_dir=first.cfg.data.cache_dir)
+    return downstream_block(scores, arms, seeds)
 
 
 def refuse_torchrun() -> None:
@@ -512,9 +563,14 @@ def rerender(args) -> int:
         if meta.get("baseline") is not None and meta["baseline"] not in arms:
             raise UserError(f"--report-only: {str(out / 'results.json')!r} is damaged (meta.baseline "
                             f"{meta['baseline']!r} is not one of the arms {' '.join(arms)})")
+        tuned = None
+        if old.get("downstream") is not None:  # the scores kept; the figures of this version
+            from ..reporting.compare_downstream import rescore
+
+            tuned = rescore(old["downstream"], arms, seeds)
         try:
             results = write_report(out, cfgs, arms, seeds, old["analysis"].get("unigram"), meta,
-                                   old["analysis"]["num_layers"], depth=old.get("depth"))
+                                   old["analysis"]["num_layers"], depth=old.get("depth"), downstream=tuned)
         except OSError as e:  # a read-only folder, a full disk
             raise UserError(f"--report-only: cannot write the report in {str(out)!r} ({e.strerror or e})") from None
         except ValueError as e:  # pragma: no cover - the runs' files were checked above
@@ -597,11 +653,13 @@ def describe(cfg, bf16: bool | None = None) -> str:
 
 
 def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigram: dict | None,
-                 meta: dict, num_layers: int | None = None, depth: dict | None = None) -> dict[str, Any]:
+                 meta: dict, num_layers: int | None = None, depth: dict | None = None,
+                 downstream: dict | None = None) -> dict[str, Any]:
     """The comparison from the runs' metrics.jsonl: results.json, plots and report.md (one renderer,
     shared with `pldrop report`). With several seeds each arm maps to its list of runs. ``num_layers``
     defaults to the last arm's saved model config; ``depth``: :func:`depth_curves`' block (or the one
-    a finished comparison holds), None for none."""
+    a finished comparison holds), None for none; ``downstream``: the fine-tuning block
+    (:func:`pldrop.reporting.compare_downstream.downstream_block`), None for none."""
     from ..reporting.compare_report import write_compare_report
     from .analysis import read_metrics
 
@@ -622,7 +680,8 @@ def write_report(out: Path, cfgs: dict, arms: list[str], seeds: list[int], unigr
     ran = [cfgs[run_name(arms[0], s, len(seeds))].seed for s in seeds]  # the seeds the runs trained with
     meta = {**meta, "seeds": ran, "configs": {name: c.to_dict() for name, c in cfgs.items()}}
     sizes = {arm: [_train_seqs(out / run_name(arm, s, len(seeds))) for s in seeds] for arm in arms}
-    return write_compare_report(out, records, settings, num_layers, unigram, meta, train_seqs=sizes, depth=depth)
+    return write_compare_report(out, records, settings, num_layers, unigram, meta, train_seqs=sizes, depth=depth,
+                                downstream=downstream)
 
 
 def _train_seqs(run: Path) -> int | None:

@@ -100,6 +100,10 @@ def check_results(res: Any) -> None:
         raise ValueError(f'analysis.unigram is {uni!r}, not {{"loss": number, "accuracy": number}}')
     if res.get("depth") is not None:
         check_depth(res["depth"])
+    if res.get("downstream") is not None:
+        from ..reporting.compare_downstream import check_downstream
+
+        check_downstream(res["downstream"])
 
 
 def check_depth(depth: Any) -> None:

@@ -92,7 +92,7 @@ def _source(src: Path) -> dict[str, Any]:
         info = _read_json(src / n / "pldrop.json") if (src / n / "pldrop.json").is_file() else {}
         prints[n] = info.get("corpus_fingerprint") if isinstance(info.get("corpus_fingerprint"), str) else None
     return {"path": src, "arms": arms, "seeds": seeds, "by_seed": by_seed, "meta": meta, "unigram": unigram,
-            "depth": res.get("depth"), "num_layers": layers, "speed": speed, "runs": runs, "fingerprints": prints}
+            "depth": res.get("depth"), "downstream": res.get("downstream"), "num_layers": layers, "speed": speed, "runs": runs, "fingerprints": prints}
 
 
 def speed_mismatch(speeds: list[float | None], tolerance: float = SPEED_TOLERANCE) -> float | None:
@@ -270,7 +270,8 @@ def _write_merged(work: Path, origin: dict, cfgs: dict, arms: list[str], seeds: 
                 record(work / name / f)
     try:
         return write_report(work, cfgs, arms, seeds, unigram, meta, sources[0]["num_layers"],
-                            depth=merged_depth(origin, arms, seeds))
+                            depth=merged_depth(origin, arms, seeds),
+                            downstream=merged_downstream(origin, arms, seeds))
     except ValueError as e:  # a metrics.jsonl line that is not JSON
         raise UserError(f"--merge: a run's metrics.jsonl is damaged ({e})") from None
 
@@ -296,6 +297,24 @@ def merged_depth(origin: dict, arms: list[str], seeds: list[int]) -> dict[str, A
         models[arm] = mean_curve(list(curves.values()))
     return {"strategy": found[0]["strategy"], "min_keep": found[0].get("min_keep"), "timing": found[0].get("timing"),
             "precision": found[0].get("precision"), "seeds": len(seeds), "runs": runs, "models": models, "skipped": skipped}
+
+
+def merged_downstream(origin: dict, arms: list[str], seeds: list[int]) -> dict[str, Any] | None:
+    """The groups' fine-tuning scores under the merged run names, each arm's mean and interval over all its
+    seeds recomputed; a task some group was not fine-tuned on is left out (None where no group has any).
+    The scores are carried, not the fine-tuning folders."""
+    from ..reporting.compare_downstream import downstream_block
+
+    blocks = [s.get("downstream") for s, _ in origin.values()]
+    if not any(isinstance(b, dict) and b for b in blocks):
+        return None
+    tasks = [t for t in (next(b for b in blocks if isinstance(b, dict) and b))
+             if all(isinstance(b, dict) and t in b for b in blocks)]
+    scores = {}
+    for task in tasks:
+        runs = {n: (s["downstream"][task].get("runs") or {}).get(src) for n, (s, src) in origin.items()}
+        scores[task] = {"metric": origin[next(iter(origin))][0]["downstream"][task]["metric"], "runs": runs}
+    return downstream_block(scores, arms, seeds) or None
 
 
 def _made_by(run: Path) -> str:
