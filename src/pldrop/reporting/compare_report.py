@@ -481,7 +481,7 @@ def render_compare(results: dict[str, Any]) -> str:
     if results.get("downstream"):  # `pldrop compare --downstream`
         from .compare_downstream import render_downstream
 
-        lines += render_downstream(results["downstream"], results["arms"], labels)
+        lines += render_downstream(results["downstream"], results["arms"], labels, results.get("depth"))
     return "\n".join(lines)
 
 

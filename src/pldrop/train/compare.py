@@ -105,6 +105,11 @@ def add_parser(sub) -> None:
                         "(a GLUE folder or a folder of your own tasks)")
     p.add_argument("--downstream-max-steps", type=int, metavar="N",
                    help="optimizer steps of each fine-tuning run (pldrop evaluate --max-steps; default: its epochs)")
+    p.add_argument("--downstream-depths", nargs="+", metavar="F",
+                   help="also fine-tune each run's final model cut to these fractions of its blocks (top blocks "
+                        "removed, as pldrop shrink --strategy top) into --out/downstream/<run>/depth-<K>/; "
+                        "report.md gives each arm's score at each depth beside the time per sequence there "
+                        "(default: 1, the full model only; e.g. 1 0.75 0.5)")
     p.set_defaults(run=run)
 
 
@@ -210,8 +215,10 @@ def run(args) -> int:
         raise UserError(f"--depth-rounds {args.depth_rounds}: give 0 (no timing) or more")
     if args.depth_rounds is not None and args.depth_curve is False:
         raise UserError("--depth-rounds times the depth curves, which --no-depth-curve turns off: give one")
-    if (args.downstream_data is not None or args.downstream_max_steps is not None) and not args.downstream:
-        flag = "--downstream-data" if args.downstream_data is not None else "--downstream-max-steps"
+    ds_flags = [("--downstream-data", args.downstream_data), ("--downstream-max-steps", args.downstream_max_steps),
+                ("--downstream-depths", args.downstream_depths)]
+    if any(v is not None for _, v in ds_flags) and not args.downstream:
+        flag = next(f for f, v in ds_flags if v is not None)
         raise UserError(f"{flag} sets the fine-tuning of --downstream TASK ...: give the tasks too")
     if args.downstream_max_steps is not None and args.downstream_max_steps < 1:
         raise UserError(f"--downstream-max-steps {args.downstream_max_steps}: give at least 1")
@@ -351,11 +358,14 @@ def _downstream_settings(args) -> dict[str, Any] | None:
 
     if not args.downstream:
         return None
+    from .downstream import parse_depths
+
     odd = [t for t in args.downstream if "=" in t]
     if odd:  # --downstream takes every word after it: an override there reads as a task
         raise UserError(f"--downstream {odd[0]}: not a task; give key=value overrides before --downstream")
+    depths = parse_depths(args.downstream_depths)
     return {"tasks": list(dict.fromkeys(args.downstream)), "data": args.downstream_data,
-            "max_steps": args.downstream_max_steps}
+            "max_steps": args.downstream_max_steps, **({"depths": depths} if depths != [1.0] else {})}
 
 
 def _fine_tune(work: Path, runs: dict, arms: list[str], seeds: list[int], settings: dict[str, Any]) -> dict[str, Any]:
@@ -366,7 +376,7 @@ def _fine_tune(work: Path, runs: dict, arms: list[str], seeds: list[int], settin
     names = [run_name(a, s, len(seeds)) for s in seeds for a in arms]
     first = runs[names[0]]
     scores = fine_tune(work, names, settings["tasks"], settings.get("data"), settings.get("max_steps"),
-                       device=str(first.device), cache_dir=first.cfg.data.cache_dir)
+                       device=str(first.device), cache_dir=first.cfg.data.cache_dir, depths=settings.get("depths"))
     return downstream_block(scores, arms, seeds)
 
 

@@ -314,6 +314,16 @@ def merged_downstream(origin: dict, arms: list[str], seeds: list[int]) -> dict[s
     for task in tasks:
         runs = {n: (s["downstream"][task].get("runs") or {}).get(src) for n, (s, src) in origin.items()}
         scores[task] = {"metric": origin[next(iter(origin))][0]["downstream"][task]["metric"], "runs": runs}
+        # the reduced depths every group was fine-tuned at, cut to the same number of blocks
+        cuts = [s["downstream"][task].get("by_depth") or {} for s, _ in origin.values()]
+        by_depth = {}
+        for key in cuts[0]:
+            if all(key in c and c[key].get("blocks") == cuts[0][key].get("blocks") for c in cuts):
+                by_depth[key] = {"blocks": cuts[0][key]["blocks"],
+                                 "runs": {n: (s["downstream"][task]["by_depth"][key].get("runs") or {}).get(src)
+                                          for n, (s, src) in origin.items()}}
+        if by_depth:
+            scores[task]["by_depth"] = by_depth
     return downstream_block(scores, arms, seeds) or None
 
 
