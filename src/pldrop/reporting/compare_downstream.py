@@ -181,7 +181,7 @@ def render_depths(task: str, b: dict[str, Any], arms: list[str], labels: dict[st
     sequence relative to full depth where the depth curves measured it) and a sentence per arm: the
     share of its full-depth score kept at each depth."""
     keys = sorted(b["by_depth"], key=float, reverse=True)
-    head = ["arm", "full"] + [f"{k} ({b['by_depth'][k]['blocks']} blocks)" for k in keys]
+    head = ["arm", "full"] + [f"{k} ({_blocks(b['by_depth'][k]['blocks'])})" for k in keys]
 
     def cell(agg, ratio):
         return _pct(agg) + (f" · {ratio:.2f}× time" if ratio is not None else "")
@@ -196,10 +196,17 @@ def render_depths(task: str, b: dict[str, Any], arms: list[str], labels: dict[st
             cut = d["arms"].get(arm)
             row.append(cell(cut, time_ratio(depth, arm, d["blocks"])))
             share = kept_share(full, cut)
-            parts.append(f"{'–' if share is None else num(100 * share, 1)} % at {k} ({d['blocks']} blocks)")
+            parts.append(f"{'–' if share is None else num(100 * share, 1)} % at {k} ({_blocks(d['blocks'])})")
         rows.append(row)
         sentences.append(f"{labels.get(arm, arm)} keeps of its full-depth {task} score: " + ", ".join(parts) + ".")
     return [f"### {task} ({b['metric']}) at reduced depth", ""] + table(head, rows) + [""] + sentences + [""]
+
+
+def _blocks(n: int) -> str:
+    """>>> _blocks(1), _blocks(6)
+    ('1 block', '6 blocks')
+    """
+    return f"{n} block" + ("" if n == 1 else "s")
 
 
 def _full_blocks(depth: dict[str, Any] | None, arm: str) -> int | None:
@@ -229,7 +236,7 @@ def render_downstream(block: dict[str, Any], arms: list[str], labels: dict[str, 
     lines.append("")
     if any(b.get("by_depth") for b in block.values()):
         lines += ["Each run's final model also cut to a fraction of its blocks (the top blocks removed, "
-                  "`pldrop shrink --strategy top`; folders in `downstream/<run>/depth-<K>/`) and fine-tuned with the "
+                  "`pldrop shrink`'s `top` strategy; folders in `downstream/<run>/depth-<K>/`) and fine-tuned with the "
                   "same protocol. Dev scores x100, mean over seeds [95 % t-interval]; the time per sequence at "
                   "that depth over the full model's, from the depth curves above, where they were measured.", ""]
         for task, b in block.items():

@@ -107,7 +107,7 @@ def add_parser(sub) -> None:
                    help="optimizer steps of each fine-tuning run (pldrop evaluate --max-steps; default: its epochs)")
     p.add_argument("--downstream-depths", nargs="+", metavar="F",
                    help="also fine-tune each run's final model cut to these fractions of its blocks (top blocks "
-                        "removed, as pldrop shrink --strategy top) into --out/downstream/<run>/depth-<K>/; "
+                        "removed: pldrop shrink's top strategy) into --out/downstream/<run>/depth-<K>/; "
                         "report.md gives each arm's score at each depth beside the time per sequence there "
                         "(default: 1, the full model only; e.g. 1 0.75 0.5)")
     p.set_defaults(run=run)
