@@ -203,7 +203,9 @@ def render_depths(task: str, b: dict[str, Any], arms: list[str], labels: dict[st
 
 
 def _blocks(n: int) -> str:
-    """>>> _blocks(1), _blocks(6)
+    """A number of blocks in words.
+
+    >>> _blocks(1), _blocks(6)
     ('1 block', '6 blocks')
     """
     return f"{n} block" + ("" if n == 1 else "s")
