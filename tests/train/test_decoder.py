@@ -120,7 +120,8 @@ def test_masked_lm_runs_keep_their_wordpiece_tokenizer_and_cache(pretrained, tmp
 
     causal, d, seed = _run_data(pretrained)
     mlm, _, _ = _run_data(pretrained, causal=False)
-    assert type(mlm.tokenizer).__name__ == "BertTokenizerFast" and mlm.tokenizer.cls_token == "[CLS]"
+    assert json.loads(mlm.tokenizer.backend_tokenizer.to_str())["model"]["type"] == "WordPiece"
+    assert mlm.tokenizer.cls_token == "[CLS]" and mlm.tokenizer.mask_token == "[MASK]"
     assert mlm.tokenizer.tokenize("Water") == ["water"]  # uncased WordPiece, as before
     assert mlm.folder != causal.folder and "objective" not in mlm.meta and causal.meta["objective"] == "causal-lm"
     # the masked-LM cache keys are those pldrop used before decoders (existing caches stay valid)
