@@ -57,7 +57,7 @@ def test_second_call_reuses_the_cache(prepared, tiny_corpus, monkeypatch):
         raise AssertionError("cache should have been reused")
 
     monkeypatch.setattr(ds_mod, "build_token_cache", boom)
-    monkeypatch.setattr(ds_mod, "train_wordpiece", boom)
+    monkeypatch.setattr(ds_mod, "train_tokenizer", boom)
     again = prepare_data([str(tiny_corpus)], seq_len=SEQ, vocab_size=600, val_fraction=0.1, seed=0,
                          cache_dir=prepared.folder.parent.parent)
     assert again.folder == prepared.folder and again.meta == prepared.meta

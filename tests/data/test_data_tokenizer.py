@@ -56,3 +56,24 @@ def test_vocabulary_is_numbered_in_a_fixed_order(tmp_path):
     ordered = sorted(vocab, key=vocab.get)
     assert ordered[:5] == SPECIAL_TOKENS
     assert ordered[5:] == sorted(ordered[5:])
+
+
+def test_byte_level_bpe_is_cased_lossless_and_numbered_by_its_merges(tiny_corpus, tmp_path):
+    """The causal-LM tokenizer: specials, the 256 bytes sorted, then merges in order; any text round-trips."""
+    from tokenizers import pre_tokenizers
+
+    from pldrop.data.tokenizer import BPE_SPECIAL_TOKENS, EOS_TOKEN, train_bpe, train_tokenizer
+
+    tok = train_bpe(read_txt(tiny_corpus), vocab_size=300, out_dir=tmp_path)
+    ordered = sorted(tok.get_vocab(), key=tok.get_vocab().get)
+    assert ordered[:2] == BPE_SPECIAL_TOKENS and ordered[2:258] == sorted(pre_tokenizers.ByteLevel.alphabet())
+    loaded = load_tokenizer(tmp_path, causal=True)
+    assert loaded.eos_token == loaded.bos_token == EOS_TOKEN and loaded.unk_token is None
+    assert loaded.decode(loaded(SAMPLE)["input_ids"]) == SAMPLE and loaded.tokenize("Water")[0][0] == "W"
+    assert tokenizer_fingerprint(loaded) == tokenizer_fingerprint(tok)
+    assert tokenizer_fingerprint(train_tokenizer(read_txt(tiny_corpus), 300, causal=True)) == \
+        tokenizer_fingerprint(tok)  # the same ids on every training
+    with pytest.raises(UserError, match="mask_token"):  # no [MASK]: not for a masked LM
+        load_tokenizer(tmp_path)
+    with pytest.raises(UserError, match=r"vocab_size must be an integer >= 258 for a byte-level BPE"):
+        train_bpe(["x"], vocab_size=200)

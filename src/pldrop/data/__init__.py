@@ -1,4 +1,5 @@
-"""Pretraining data: corpora (recipes, files, ``hf:``), WordPiece tokenizer, packing, MLM masking.
+"""Pretraining data: corpora (recipes, files, ``hf:``), tokenizers (WordPiece; byte-level BPE for causal LMs),
+packing, MLM masking.
 
 Typical use::
 
@@ -12,14 +13,14 @@ from pldrop.data.corpora import credits_for, is_validation, load_documents, plan
 from pldrop.data.dataset import PreparedData, prepare_data
 from pldrop.data.masking import mask_tokens
 from pldrop.data.packed import PackedDataset
-from pldrop.data.packing import pack
+from pldrop.data.packing import pack, pack_causal
 from pldrop.data.recipes import RECIPES, Recipe
-from pldrop.data.tokenizer import load_tokenizer, train_wordpiece
+from pldrop.data.tokenizer import load_tokenizer, train_bpe, train_tokenizer, train_wordpiece
 from pldrop.data.wheels import default_cache_dir, fetch_wheel, list_members, read_member
 
 __all__ = [
     "RECIPES", "PackedDataset", "PreparedData", "Recipe", "TrainBatches", "collate",
     "credits_for", "default_cache_dir", "eval_batches", "fetch_wheel", "is_validation",
-    "list_members", "load_documents", "load_tokenizer", "mask_tokens", "pack", "plan_split",
-    "prepare_data", "read_member", "train_wordpiece",
+    "list_members", "load_documents", "load_tokenizer", "mask_tokens", "pack", "pack_causal", "plan_split",
+    "prepare_data", "read_member", "train_bpe", "train_tokenizer", "train_wordpiece",
 ]

@@ -2,12 +2,16 @@
 
 Cache layout under the pldrop cache root (``$PLDROP_CACHE`` or ``~/.cache/pldrop``)::
 
-    tokenizers/<key>/   a WordPiece tokenizer trained on the corpus's training split
+    tokenizers/<key>/   a tokenizer trained on the corpus's training split: WordPiece for a masked
+                        LM, byte-level BPE for a causal LM (``causal``)
     tokens/<key>/       train.bin, valid.bin: packed (n_seqs, seq_len) uint16/uint32 rows
                         meta.json: counts per split, dtype, fingerprints, credits
 
 The token key hashes the corpus content, the tokenizer's vocabulary/normalizer, ``seq_len``,
-the split seed and fraction; a folder is written under a temporary name and renamed into
+the split seed and fraction, and for a causal LM the objective (its rows are packed otherwise:
+``doc EOS doc EOS ...``, not ``[CLS] ... [SEP]``), so a masked-LM run and a causal-LM run never
+share an entry -- not even with the same ``--tokenizer``; the masked-LM keys are those of before
+causal LMs existed, so their caches stay valid; a folder is written under a temporary name and renamed into
 place, so a crash or a concurrent run never leaves a half-written cache. Documents stream
 through in batches: the corpus is never held in memory.
 
@@ -40,8 +44,8 @@ from pldrop.data.corpora import (SplitPlan, SplitScanner, as_list, credits_for,
                                  fingerprint_sources, load_documents, plan_split)
 from pldrop.data.masking import mask_tokens  # noqa: F401  (re-exported)
 from pldrop.data.packed import PackedDataset
-from pldrop.data.packing import pack
-from pldrop.data.tokenizer import load_tokenizer, tokenizer_fingerprint, train_wordpiece
+from pldrop.data.packing import pack, pack_causal
+from pldrop.data.tokenizer import end_token_id, load_tokenizer, tokenizer_fingerprint, train_tokenizer
 from pldrop.data.wheels import default_cache_dir
 from pldrop.errors import UserError
 
@@ -170,7 +174,7 @@ def _batched(items: Iterable[str], n: int) -> Iterator[list[str]]:
 
 
 def write_split(docs: Iterable[str], tokenizer, seq_len: int, path: Path, dtype: str,
-                progress: Any = None) -> dict:
+                progress: Any = None, causal: bool = False) -> dict:
     """Tokenize documents in batches, pack them and append the rows to ``path``.
 
     Args:
@@ -180,10 +184,12 @@ def write_split(docs: Iterable[str], tokenizer, seq_len: int, path: Path, dtype:
         path: output ``.bin`` file.
         dtype: ``"uint16"`` or ``"uint32"``.
         progress: a tqdm bar to advance by one per document, or None.
+        causal: pack as a causal LM reads: ``doc EOS doc EOS ...`` cut into rows (:func:`pack_causal`);
+            else BERT's ``[CLS] ... [SEP]`` rows (:func:`pack`).
 
     Returns:
         ``dict(n_docs, n_tokens, n_seqs, last_len)``; ``n_tokens`` counts the documents'
-        own tokens (no [CLS]/[SEP]/[PAD]).
+        own tokens (no [CLS]/[SEP]/EOS/[PAD]).
     """
     from tokenizers import Tokenizer
 
@@ -203,11 +209,13 @@ def write_split(docs: Iterable[str], tokenizer, seq_len: int, path: Path, dtype:
                 progress.update(len(batch))
 
     rows: list[list[int]] = []
+    packed = (pack_causal(token_lists(), seq_len, end_token_id(tokenizer)) if causal else
+              pack(token_lists(), seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id))
     with open(path, "wb") as f:
-        for row in pack(token_lists(), seq_len, tokenizer.cls_token_id, tokenizer.sep_token_id):
+        for row in packed:
             if len(row) < seq_len:  # only the last row: pad it, remember its real length
                 stats["last_len"] = len(row)
-                row = row + [tokenizer.pad_token_id] * (seq_len - len(row))
+                row = row + [pad_id(tokenizer)] * (seq_len - len(row))
             rows.append(row)
             if len(rows) == ROW_BATCH:
                 f.write(np.asarray(rows, dtype=dtype).tobytes())
@@ -219,6 +227,11 @@ def write_split(docs: Iterable[str], tokenizer, seq_len: int, path: Path, dtype:
     return stats
 
 
+def pad_id(tokenizer) -> int:
+    """The id that pads the last row: ``[PAD]`` / ``<|pad|>``, else the end token (a GPT-2 tokenizer has no pad)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else end_token_id(tokenizer)
+
+
 def _progress(total: int, desc: str, enabled: bool | None):
     from tqdm.auto import tqdm
 
@@ -227,7 +240,8 @@ def _progress(total: int, desc: str, enabled: bool | None):
 
 
 def build_token_cache(folder: Path, docs: Callable[[], Iterable[str]], plan: SplitPlan,
-                      tokenizer, seq_len: int, info: dict, progress: bool | None = None) -> None:
+                      tokenizer, seq_len: int, info: dict, progress: bool | None = None,
+                      causal: bool = False) -> None:
     """Write ``train.bin``, ``valid.bin`` and ``meta.json`` into ``folder`` (two streaming passes).
 
     Args:
@@ -238,6 +252,7 @@ def build_token_cache(folder: Path, docs: Callable[[], Iterable[str]], plan: Spl
         seq_len: tokens per row.
         info: extra entries for ``meta.json`` (sources, fingerprints, credits...).
         progress: draw tqdm bars (None: only on a terminal).
+        causal: pack for a causal LM (see :func:`write_split`).
     """
     dtype = "uint16" if len(tokenizer) <= 2**16 else "uint32"
     splits = {}
@@ -245,10 +260,12 @@ def build_token_cache(folder: Path, docs: Callable[[], Iterable[str]], plan: Spl
         total = plan.n_valid if want_valid else plan.n_docs - plan.n_valid
         with _progress(total, f"tokenizing {name}", progress) as bar:
             splits[name] = write_split((d for d in docs() if plan.is_valid(d) == want_valid),
-                                       tokenizer, seq_len, folder / f"{name}.bin", dtype, bar)
+                                       tokenizer, seq_len, folder / f"{name}.bin", dtype, bar, causal)
     meta = {**info, "format": FORMAT_VERSION, "seq_len": seq_len, "dtype": dtype,
             "vocab_size": len(tokenizer), "n_docs": plan.n_docs,
             "n_tokens": sum(s["n_tokens"] for s in splits.values()), "splits": splits}
+    if causal:  # (a masked-LM meta.json stays as it was)
+        meta["objective"] = "causal-lm"
     (folder / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
@@ -259,7 +276,7 @@ def open_split(folder: Path, split: str, tokenizer, meta: dict, *, seed: int,
     specials = [i for i in tokenizer.all_special_ids if i is not None]
     return PackedDataset(folder / f"{split}.bin", n_seqs=s["n_seqs"], seq_len=meta["seq_len"],
                          dtype=meta["dtype"], last_len=s["last_len"],
-                         mask_id=tokenizer.mask_token_id, pad_id=tokenizer.pad_token_id,
+                         mask_id=tokenizer.mask_token_id, pad_id=pad_id(tokenizer),
                          vocab_size=len(tokenizer), special_ids=specials, seed=seed,
                          mlm_prob=mlm_prob, fixed_masks=split == "valid", masked=not causal)
 
@@ -341,9 +358,10 @@ def prepare_data(sources: list[str] | str, *, seq_len: int = 128, vocab_size: in
     Args:
         sources: corpus sources: recipe names, ``hf:NAME[:CONFIG]``, files, folders, globs
             (see :mod:`pldrop.data.corpora`).
-        seq_len: tokens per packed sequence, [CLS] and [SEP] included.
-        vocab_size: WordPiece vocabulary size when a tokenizer is trained.
-        lowercase: uncased (True) or cased tokenizer, when one is trained.
+        seq_len: tokens per packed sequence, [CLS] and [SEP] (or the EOS tokens) included.
+        vocab_size: vocabulary size when a tokenizer is trained.
+        lowercase: uncased (True) or cased WordPiece, when one is trained (a causal LM's byte-level
+            BPE is always cased).
         tokenizer_dir: use this saved tokenizer instead of training one.
         val_fraction: share of documents held out for validation (by a seeded hash).
         seed: seed of the split, the training masks and (by default) the tokenizer cache key.
@@ -353,8 +371,9 @@ def prepare_data(sources: list[str] | str, *, seq_len: int = 128, vocab_size: in
         text_column: text column in CSV/TSV files.
         mlm_prob: share of non-special tokens selected for masked-LM prediction.
         progress: tqdm bars while tokenizing (None: only when stderr is a terminal).
-        causal: datasets for a causal LM: the packed tokens uncorrupted (the same token cache: a
-            row is ``[CLS] doc [SEP] doc …``, [CLS] the start token and [SEP] the end of a document).
+        causal: data for a causal LM: a byte-level BPE tokenizer (when one is trained), rows packed as
+            ``doc EOS doc EOS …`` (EOS ``<|endoftext|>``; ``[SEP]`` for a BERT ``tokenizer_dir``), tokens
+            uncorrupted. The tokenizer and token caches are keyed apart from a masked LM's.
 
     Under ``torch.distributed``, let rank 0 call this first and the others after a barrier;
     concurrent calls are safe (atomic renames) but would each do the work.
@@ -375,15 +394,16 @@ def prepare_data(sources: list[str] | str, *, seq_len: int = 128, vocab_size: in
     corpus_fp = fingerprint_sources(sources, text_field=text_field, text_column=text_column)
     plan: SplitPlan | None = None
     if tokenizer_dir is not None:
-        tokenizer = load_tokenizer(tokenizer_dir)
+        tokenizer = load_tokenizer(tokenizer_dir, causal=causal)
     else:
-        tok_dir = cache / "tokenizers" / _key(FORMAT_VERSION, corpus_fp, vocab_size, lowercase,
+        kind = "byte-level-bpe" if causal else lowercase  # (a masked LM's key is unchanged)
+        tok_dir = cache / "tokenizers" / _key(FORMAT_VERSION, corpus_fp, vocab_size, kind,
                                               seed, val_fraction)
         why = tokenizer_cache_problem(tok_dir) if tok_dir.exists() else "absent"
         tokenizer = None
         if why is None:
             try:
-                tokenizer = load_tokenizer(tok_dir)
+                tokenizer = load_tokenizer(tok_dir, causal=causal)
             except UserError as e:
                 why = str(e)[:160]
         if tokenizer is None:
@@ -393,14 +413,15 @@ def prepare_data(sources: list[str] | str, *, seq_len: int = 128, vocab_size: in
             scanner = SplitScanner(seed, val_fraction)
             texts = (d for d in docs() if not scanner.add(d))  # the scan rides along
             # no bar from `tokenizers` itself: it reads a generator of unknown length ("33 / 0")
-            _atomic_dir(tok_dir, lambda tmp: train_wordpiece(texts, vocab_size, lowercase, tmp))
+            _atomic_dir(tok_dir, lambda tmp: train_tokenizer(texts, vocab_size, lowercase, tmp, causal=causal))
             plan = scanner.plan()
-            tokenizer = load_tokenizer(tok_dir)
+            tokenizer = load_tokenizer(tok_dir, causal=causal)
     if out_tokenizer_dir is not None:
         tokenizer.save_pretrained(str(out_tokenizer_dir))
 
     tok_fp = tokenizer_fingerprint(tokenizer)
-    folder = cache / "tokens" / _key(FORMAT_VERSION, corpus_fp, tok_fp, seq_len, seed, val_fraction)
+    parts = (FORMAT_VERSION, corpus_fp, tok_fp, seq_len, seed, val_fraction) + (("causal-lm",) if causal else ())
+    folder = cache / "tokens" / _key(*parts)
     credits = credits_for(sources)
     why = token_cache_problem(folder, tok_fp) if folder.exists() else "absent"
     if why is not None:
@@ -412,7 +433,7 @@ def prepare_data(sources: list[str] | str, *, seq_len: int = 128, vocab_size: in
                 "tokenizer_fingerprint": tok_fp, "seed": seed, "val_fraction": val_fraction,
                 "credits": credits}
         _atomic_dir(folder, lambda tmp: build_token_cache(tmp, docs, plan, tokenizer, seq_len,
-                                                          info, progress))
+                                                          info, progress, causal))
         why = token_cache_problem(folder, tok_fp)
         if why is not None:  # what was just built must be sound
             raise UserError(f"the token cache {str(folder)!r} could not be built soundly ({why}); check the "

@@ -1,4 +1,5 @@
-"""Pack documents' token ids into fixed-length BERT sequences ``[CLS] ... [SEP]``."""
+"""Pack documents' token ids into fixed-length rows: BERT sequences ``[CLS] ... [SEP]`` (:func:`pack`) or a
+causal LM's ``doc EOS doc EOS ...`` stream (:func:`pack_causal`)."""
 
 from __future__ import annotations
 
@@ -46,3 +47,32 @@ def pack(token_ids_iter: Iterable[Sequence[int]], seq_len: int, cls_id: int,
             del buf[:n_full]
     if buf:
         yield [cls_id, *buf, sep_id]
+
+
+def pack_causal(token_ids_iter: Iterable[Sequence[int]], seq_len: int, eos_id: int) -> Iterator[list[int]]:
+    """Concatenate documents, each followed by ``eos_id``, and cut the stream into rows of ``seq_len``
+    tokens: a causal LM's packing (GPT-2, Llama), no start or end token per row.
+
+    No token is lost or duplicated; the final row, if partial, is yielded too (the caller pads it).
+    A document with no tokens is skipped (no double EOS).
+
+    >>> list(pack_causal([[5, 6, 7], [8, 9]], seq_len=4, eos_id=0))
+    [[5, 6, 7, 0], [8, 9, 0]]
+    >>> list(pack_causal([[5, 6], [], [7, 8, 9]], seq_len=3, eos_id=0))
+    [[5, 6, 0], [7, 8, 9], [0]]
+    """
+    if seq_len < 2:
+        raise ValueError(f"seq_len must be >= 2 (a token and the next), got {seq_len}")
+    buf: list[int] = []
+    for ids in token_ids_iter:
+        if len(ids) == 0:
+            continue
+        buf.extend(ids)
+        buf.append(eos_id)
+        if len(buf) >= seq_len:
+            n_full = len(buf) // seq_len * seq_len
+            for i in range(0, n_full, seq_len):
+                yield buf[i:i + seq_len]
+            del buf[:n_full]
+    if buf:
+        yield buf

@@ -166,7 +166,7 @@ def run(args) -> int:
     inputs = list(args.models) + [c for c in (args.corpus or []) if Path(c).exists()]
     check_out(Path(args.out), resume=False, resumable=False, overwrite=args.overwrite, inputs=inputs)
     names = model_names(args.models)
-    models, batches, about, probs = {}, {}, {}, {}
+    models, batches, about, probs, causal = {}, {}, {}, {}, {}
     for m, name in zip(args.models, names):
         tm = load_trained(m, "--models")
         _, blocks = block_list(tm.model)
@@ -177,9 +177,9 @@ def run(args) -> int:
         batches[name], about[name] = validation_for(tm, args.corpus, max_seqs=args.max_seqs,
                                                     batch_size=args.batch_size, cache_dir=args.cache_dir)
         models[name] = tm.model.to(device)
+        causal[name] = tm.causal  # (a causal run's validation batches carry labels too: the class decides)
         probs[name] = pld_keep_probs(tm.pld, len(blocks))[0]
         print(f"{name}: {len(blocks)} blocks, {about[name]}")
-    causal = {name: not ("labels" in batches[name][0]) for name in names}
     section = depth_section(models, batches, strategy=args.strategy, min_keep=args.min_keep, rounds=args.rounds,
                             seed=args.seed, causal=causal, probs=probs, device=device)
     result = {"command": "pldrop evaluate-depth", "paths": dict(zip(names, args.models)), "validation": about,

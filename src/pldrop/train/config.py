@@ -50,8 +50,8 @@ class DataConfig:
     text_field: str = "text"  # text field of .json/.jsonl files and hf: datasets
     text_column: str = "text"  # text column of .csv/.tsv files
     tokenizer: str | None = None  # a saved tokenizer folder; None trains a WordPiece one
-    vocab_size: int = 8000  # WordPiece vocabulary when training a tokenizer
-    lowercase: bool = True  # uncased tokenizer
+    vocab_size: int = 8000  # vocabulary when training a tokenizer (WordPiece; byte-level BPE for causal arms: >= 258)
+    lowercase: bool = True  # uncased WordPiece (a causal arm's byte-level BPE is always cased)
     seq_len: int = 128  # tokens per packed sequence, [CLS] and [SEP] included
     val_fraction: float = 0.05  # share of documents held out (seeded hash split)
     val_max_seqs: int = 256  # validation sequences evaluated (fixed masks); 0 = all

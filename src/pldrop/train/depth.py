@@ -295,17 +295,17 @@ def validation_for(tm, corpus: Sequence[str] | None = None, *, max_seqs: int | N
     batch_size = batch_size or o.get("batch_size") or 32
     where = "the run's validation split" if not corpus and d.get("corpus") else "the validation split"
     about = f"{where} of {' '.join(sources)} (seed {seed}, {fraction:g} of documents, {seq_len} tokens per sequence)"
-    if tm.causal:
+    if tm.causal and not run:  # a causal LM pldrop did not train: its tokenizer, packed as pldrop packs
         rows = _causal_rows(tm.path, sources, seed, fraction, seq_len, max_seqs, d, cache_dir)
         batches = [_causal_batch(rows[i:i + batch_size]) for i in range(0, len(rows), batch_size)]
         return batches, about
     from ..data.dataset import prepare_data
 
-    try:
+    try:  # a pldrop run: the run's own data preparation (tokenizer, packing, token cache) for its objective
         data = prepare_data(sources, seq_len=seq_len, tokenizer_dir=tm.path, val_fraction=fraction, seed=seed,
                             cache_dir=cache_dir or d.get("cache_dir"), text_field=d.get("text_field", "text"),
                             text_column=d.get("text_column", "text"), mlm_prob=d.get("mlm_prob", 0.15),
-                            progress=False)
+                            progress=False, causal=tm.causal)
     except UserError as e:
         hint = "; give --corpus to evaluate on another corpus" if not corpus else ""
         raise UserError(f"{name}: {e}{hint}") from None
@@ -329,23 +329,23 @@ def _causal_rows(folder, sources, seed, fraction, seq_len, max_seqs, d, cache_di
 
     from ..data.corpora import is_validation, load_documents
 
+    from ..data.packing import pack_causal
+    from ..data.tokenizer import end_token_id
+
     tok = AutoTokenizer.from_pretrained(str(folder))
-    stream: list[int] = []
+    eos = end_token_id(tok)
+    if eos is None:
+        raise UserError(f"{folder}: its tokenizer has no eos_token (nor sep_token) to end each document")
+    docs = (tok(doc, add_special_tokens=False)["input_ids"]
+            for doc in load_documents(sources, text_field=d.get("text_field", "text"),
+                                      text_column=d.get("text_column", "text"), cache_dir=cache_dir)
+            if is_validation(doc, seed, fraction))
     rows: list[list[int]] = []
-    for doc in load_documents(sources, text_field=d.get("text_field", "text"),
-                              text_column=d.get("text_column", "text"), cache_dir=cache_dir):
-        if not is_validation(doc, seed, fraction):
-            continue
-        stream += tok(doc, add_special_tokens=False)["input_ids"]
-        if tok.eos_token_id is not None:
-            stream.append(tok.eos_token_id)
-        while len(stream) >= seq_len and (not max_seqs or len(rows) < max_seqs):
-            rows.append(stream[:seq_len])
-            del stream[:seq_len]
+    for row in pack_causal(docs, seq_len, eos):  # documents EOS-separated, as prepare_data(causal=True) packs
+        if len(row) == seq_len or (not rows and len(row) > 1):  # a partial row only when it is all there is
+            rows.append(row)
         if max_seqs and len(rows) >= max_seqs:
             break
-    if not rows and len(stream) > 1:  # a small corpus: one shorter sequence
-        rows.append(stream[:seq_len])
     if not rows:
         raise UserError(f"{folder}: {' '.join(sources)} gave no validation sequences; give a larger corpus")
     return rows

@@ -207,7 +207,9 @@ class PretrainRun:
         if self.resume and d.tokenizer is not None and (self.out / "tokenizer.json").is_file():
             from ..data.tokenizer import load_tokenizer, tokenizer_fingerprint
 
-            if tokenizer_fingerprint(load_tokenizer(d.tokenizer)) != tokenizer_fingerprint(load_tokenizer(self.out)):
+            causal = cfg.model.causal
+            if tokenizer_fingerprint(load_tokenizer(d.tokenizer, causal=causal)) != \
+                    tokenizer_fingerprint(load_tokenizer(self.out, causal=causal)):
                 raise UserError(f"--resume: {str(self.out)!r} was trained with another tokenizer than "
                                 f"{d.tokenizer!r}; use another --out for a different tokenizer")
         if data is None:
@@ -250,9 +252,13 @@ class PretrainRun:
                                     "use another schedule")
                 cfg.pld.theta_bar, cfg.pld.gamma = ds_pld["theta_bar"], ds_pld["gamma"]
         drop = {"hidden_dropout_prob": m.dropout, "attention_probs_dropout_prob": m.dropout}
-        if m.causal:  # the start, end-of-document and padding tokens of the packed rows ([CLS] ... [SEP] ... [PAD])
-            tok = self.data.tokenizer
-            drop.update(bos_token_id=tok.cls_token_id, eos_token_id=tok.sep_token_id, pad_token_id=tok.pad_token_id)
+        if m.causal:  # the start, end-of-document and padding tokens of the packed rows (doc EOS doc EOS ... PAD)
+            from ..data.dataset import pad_id
+            from ..data.tokenizer import end_token_id
+
+            tok, eos = self.data.tokenizer, end_token_id(self.data.tokenizer)
+            bos = tok.bos_token_id if tok.bos_token_id is not None else tok.cls_token_id
+            drop.update(bos_token_id=bos if bos is not None else eos, eos_token_id=eos, pad_token_id=pad_id(tok))
         self.model = build_model(m.arm, len(self.data.tokenizer), m.preset, m.config_file, d.seq_len, cfg.seed,
                                  **drop).to(self.device)
         self.model.train()
