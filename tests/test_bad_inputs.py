@@ -220,6 +220,9 @@ ROWS = [
     ("seq_len absurd", lambda w: P + ["--corpus", str(TINY), "--out", str(w / "r"), "data.seq_len=1000000000"],
      "data.seq_len=1000000000"),
     ("corpus UTF-16", lambda w: P + ["--corpus", _utf16(w), "--out", str(w / "r")], "is UTF-16 text"),
+    ("decoder vocabulary below the byte-level BPE's 258",
+     lambda w: P + ["--arm", "llama", "--corpus", str(TINY), "--out", str(w / "r"), "data.vocab_size=200"],
+     "vocab_size must be an integer >= 258 for a byte-level BPE"),
     # pldrop shrink / evaluate-depth (issue 25)
     ("shrink keep 0", lambda w: ["shrink", "--model", _hf_model(w), "--keep", "0", "--out", str(w / "s")],
      "keep=0 is out of range"),
