@@ -79,7 +79,7 @@ def test_entries_without_manifest_are_still_accepted(built, tiny_corpus, capsys,
         raise AssertionError("a sound old entry should be reused")
 
     monkeypatch.setattr(ds_mod, "build_token_cache", boom)
-    monkeypatch.setattr(ds_mod, "train_wordpiece", boom)
+    monkeypatch.setattr(ds_mod, "train_tokenizer", boom)
     assert _rows(_prepare(tiny_corpus, cache)) == _rows(first)
     assert capsys.readouterr().err == ""
 
