@@ -511,7 +511,11 @@ def test_compare_under_real_torchrun_is_refused(tmp_path):
                         "--out", str(tmp_path / "r")], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                        env={**os.environ, "PLDROP_CACHE": str(tmp_path / "cache")})
     assert p.returncode != 0
-    assert p.stderr.count("does not run under torchrun") == 2, p.stderr  # one line from each rank
+    # the first rank to refuse exits 2 and torchrun stops the other with SIGTERM: under load that one may not
+    # have printed its refusal yet, and then says it stopped before writing anything -- both are fine
+    said = [ln for ln in p.stderr.splitlines() if ln.startswith("pldrop compare")]
+    assert said and "does not run under torchrun" in said[0], p.stderr
+    assert all("does not run under torchrun" in ln or "stopped before anything was written" in ln for ln in said), said
     # torchrun prints its own traceback (ChildFailedError); none comes from pldrop's processes
     assert "Traceback" not in p.stderr.split("failed (exitcode: 2)")[0], p.stderr
     assert not [ln for ln in p.stderr.splitlines() if 'File "' in ln and "pldrop" in ln.split('File "')[1]], p.stderr
